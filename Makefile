@@ -1,0 +1,37 @@
+# choiros-infra: the entry points operators and CI use.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps lint test unit kitchen clean
+
+# Python packages into .venv; reruns pip only when requirements or metadata changed.
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Debian packages the tests and the kitchen use (validation tools and the kitchen's building blocks).
+system-deps:
+	./scripts/install-system-deps
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: setup system-deps
+	$(VENV)/bin/pytest -m unit -q
+
+# The whole suite: lint, unit tests, then the kitchen tests (boots real local hosts).
+test: setup system-deps lint
+	$(VENV)/bin/pytest -q
+
+kitchen: setup system-deps
+	$(VENV)/bin/choiros-infra kitchen up
+	$(VENV)/bin/choiros-infra kitchen verify
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

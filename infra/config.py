@@ -1,0 +1,426 @@
+"""The stack configuration: read once, validated in one place, frozen.
+
+Every key lives in the ``choiros`` namespace of a Pulumi stack file. Validation happens before
+any resource is declared, so a bad value never reaches AWS; every refusal is a ``ConfigError``
+that names the key, the value, what is wrong and how to fix it.
+
+This module imports nothing from Pulumi at import time: ``plan``, ``render`` and the kitchen
+read stack files through :func:`load_stack_file` without a Pulumi engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+NAMESPACE = "choiros"
+
+OsName = Literal["debian-12", "ubuntu-22.04"]
+TlsMode = Literal["acme", "internal", "off"]
+
+_INSTANCE_TYPE = re.compile(
+    r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)(-[a-z0-9]+)?$"
+)
+# Graviton families carry a "g" right after the generation digit (t4g, c7gn, x2gd) or are a1.
+_ARM_FAMILY = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)\.")
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
+_SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
+_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+_SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+_WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+class ConfigError(ValueError):
+    """A refused configuration value: which key, which value, what is wrong, how to fix it."""
+
+    def __init__(self, key: str, value: object, problem: str, fix: str) -> None:
+        self.key = key
+        self.value = value
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        shown = json.dumps(self.value) if not isinstance(self.value, str) else repr(self.value)
+        return f"Error: {NAMESPACE}:{self.key} = {shown}: {self.problem}\nTry: {self.fix}"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything one ChoirOS stack is configured with. Built only by :func:`parse_config`."""
+
+    stack: str
+    region: str
+    admin_cidrs: tuple[str, ...]
+    ssh_public_key: str
+    instance_type: str = "c5.large"
+    os: OsName = "debian-12"
+    root_volume_gb: int = 20
+    allow_world_ssh: bool = False
+    domain: str | None = None
+    acme_email: str | None = None
+    tls_mode: TlsMode = "off"
+    alert_email: str | None = None
+    backup_retention_days: int = 30
+    secrets: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    termination_protection: bool = False
+    app_version: str | None = None
+    keep_releases: int = 5
+    project: str = field(default="choiros")
+
+    @property
+    def name(self) -> str:
+        """The prefix every resource name starts with: ``choiros-<stack>``."""
+        return f"{self.project}-{self.stack}"
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        """The tags every taggable resource carries: the user's plus the three fixed ones."""
+        return {**dict(self.tags), "project": self.project, "stack": self.stack,
+                "managed-by": "pulumi"}
+
+    @property
+    def backup_prefix(self) -> str:
+        """The host's prefix in the backups bucket; the instance role is limited to it."""
+        return f"hosts/{self.stack}/"
+
+
+# --------------------------------------------------------------------------- value readers
+
+
+def _text(key: str, raw: object, fix: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(key, raw, "must be a non-empty string", fix)
+    return raw.strip()
+
+
+def _structured(key: str, raw: object) -> object:
+    """Pulumi hands structured values over as JSON text; stack files hand them over parsed."""
+    if isinstance(raw, str) and raw.strip()[:1] in "[{":
+        try:
+            return cast(object, json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, raw, f"is not valid JSON ({exc.msg})",
+                              "write the value as a YAML list or mapping") from exc
+    return raw
+
+
+def _string_list(key: str, raw: object, fix: str) -> tuple[str, ...]:
+    value = _structured(key, raw)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, raw, "must be a list of strings", fix)
+    return tuple(v.strip() for v in value)
+
+
+def _boolean(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    raise ConfigError(key, raw, "must be true or false", f"set {NAMESPACE}:{key} to true or false")
+
+
+def _integer(key: str, raw: object, low: int, high: int, fix: str) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(key, raw, "must be a whole number", fix)
+    try:
+        number = int(str(raw), 10)
+    except ValueError:
+        raise ConfigError(key, raw, "must be a whole number", fix) from None
+    if not low <= number <= high:
+        raise ConfigError(key, raw, f"must be between {low} and {high}", fix)
+    return number
+
+
+# --------------------------------------------------------------------------- key validators
+
+
+def _region(raw: object) -> str:
+    fix = "set choiros:region to an AWS region such as eu-west-1"
+    region = _text("region", raw, fix)
+    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d", region):
+        raise ConfigError("region", raw, "is not an AWS region name", fix)
+    return region
+
+
+def _instance_type(raw: object) -> str:
+    fix = "use an EC2 instance type name such as c5.large or t3.medium"
+    value = _text("instance_type", raw, fix)
+    if not _INSTANCE_TYPE.fullmatch(value):
+        raise ConfigError("instance_type", raw, "is not an EC2 instance type name", fix)
+    if _ARM_FAMILY.match(value):
+        raise ConfigError("instance_type", raw, "is an Arm (Graviton) type; the images and "
+                          "release binaries are amd64", "use an x86 type such as c5.large")
+    return value
+
+
+def _os(raw: object) -> OsName:
+    if raw not in ("debian-12", "ubuntu-22.04"):
+        raise ConfigError("os", raw, "is not a supported operating system",
+                          "use debian-12 (the default, what the kitchen tests) or ubuntu-22.04")
+    return raw
+
+
+def _admin_cidrs(raw: object, allow_world: bool) -> tuple[str, ...]:
+    fix = "list the networks operators SSH from, e.g. [203.0.113.7/32]"
+    cidrs = _string_list("admin_cidrs", raw, fix)
+    if not cidrs:
+        raise ConfigError("admin_cidrs", raw, "must name at least one network", fix)
+    normal: list[str] = []
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            raise ConfigError("admin_cidrs", cidr, f"is not a valid CIDR ({exc})",
+                              "write an address with its prefix length: 203.0.113.7/32") from None
+        if network in _WORLD and not allow_world:
+            raise ConfigError("admin_cidrs", cidr, "opens SSH to the whole internet",
+                              "list your own networks, or set choiros:allow_world_ssh: true "
+                              "if you really mean it")
+        normal.append(str(network))
+    return tuple(normal)
+
+
+def _ssh_public_key(raw: object) -> str:
+    fix = "paste one line of ~/.ssh/id_ed25519.pub (type, base64 key, optional comment)"
+    key = _text("ssh_public_key", raw, fix)
+    parts = key.split()
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES or "\n" in key:
+        raise ConfigError("ssh_public_key", raw, "is not an OpenSSH public key", fix)
+    import base64
+    import binascii
+    import struct
+
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        embedded = blob[4 : 4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise ConfigError("ssh_public_key", raw, "has a corrupt base64 key body", fix) from None
+    if embedded != parts[0]:
+        raise ConfigError("ssh_public_key", raw,
+                          f"says {parts[0]} but its key body is {embedded!r}", fix)
+    return key
+
+
+def _domain(raw: object) -> str:
+    fix = "use a DNS name such as choir.example.com, without scheme or path"
+    name = _text("domain", raw, fix).lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.match(lb) for lb in labels):
+        raise ConfigError("domain", raw, "is not a valid DNS name", fix)
+    return name
+
+
+def _email(key: str, raw: object) -> str:
+    fix = f"set {NAMESPACE}:{key} to an address such as ops@example.com"
+    value = _text(key, raw, fix)
+    if not _EMAIL.fullmatch(value):
+        raise ConfigError(key, raw, "is not a valid email address", fix)
+    return value
+
+
+def _secrets(raw: object) -> tuple[str, ...]:
+    fix = "list SSM parameter names such as /choiros/prod/OPENAI_API_KEY (names only, never values)"
+    names = _string_list("secrets", raw, fix)
+    for name in names:
+        last = name.rstrip("/").rsplit("/", 1)[-1]
+        if not _SSM_NAME.fullmatch(name) or name.startswith("aws") or name.startswith("ssm"):
+            raise ConfigError("secrets", name, "is not a valid SSM parameter name", fix)
+        if not _ENV_NAME.fullmatch(last):
+            raise ConfigError("secrets", name,
+                              f"ends in {last!r}, which cannot be an environment variable name",
+                              "end the parameter name with the variable it fills, e.g. .../API_KEY")
+        if "=" in name or any(c.isspace() for c in name):
+            raise ConfigError("secrets", name, "looks like a value, not a parameter name", fix)
+    if len(set(names)) != len(names):
+        raise ConfigError("secrets", raw, "names a parameter twice", "list each parameter once")
+    return names
+
+
+def _tags(raw: object) -> tuple[tuple[str, str], ...]:
+    fix = "write tags as a mapping of short strings, e.g. {owner: ops}"
+    value = _structured("tags", raw)
+    if not isinstance(value, dict):
+        raise ConfigError("tags", raw, "must be a mapping of tag names to values", fix)
+    pairs: list[tuple[str, str]] = []
+    for key, val in sorted(value.items()):
+        if not isinstance(key, str) or not _TAG_KEY.match(key) or key.startswith("aws:"):
+            raise ConfigError("tags", key, "is not a valid tag name", fix)
+        if key in ("project", "stack", "managed-by"):
+            raise ConfigError("tags", key, "is set by this program itself", "remove it from tags")
+        if not isinstance(val, str | int) or len(str(val)) > 256:
+            raise ConfigError("tags", {key: val}, "tag values must be strings of at most 256", fix)
+        pairs.append((key, str(val)))
+    return tuple(pairs)
+
+
+def _tls_mode(raw: object, domain: str | None) -> TlsMode:
+    if raw not in ("acme", "internal", "off"):
+        raise ConfigError("tls_mode", raw, "must be acme, internal or off",
+                          "leave it unset: acme when a domain is set, off otherwise")
+    if raw == "acme" and domain is None:
+        raise ConfigError("tls_mode", raw, "needs choiros:domain for a certificate",
+                          "set choiros:domain, or use tls_mode internal or off")
+    return raw
+
+
+def _version(raw: object) -> str:
+    fix = "use a release version such as 1.4.2 (letters, digits, . _ + -)"
+    value = _text("app_version", raw, fix)
+    if not _VERSION.fullmatch(value) or ".." in value:
+        raise ConfigError("app_version", raw, "is not a valid release version", fix)
+    return value
+
+
+# --------------------------------------------------------------------------- the parser
+
+KEYS: dict[str, str] = {
+    "region": "AWS region the host and its buckets live in, e.g. eu-west-1.",
+    "instance_type": "EC2 instance type (default c5.large, the runbook's size).",
+    "os": "Operating system image: debian-12 (default, what the kitchen tests) or ubuntu-22.04.",
+    "root_volume_gb": "Root volume size in GiB, gp3, encrypted; at least 20 (default 20).",
+    "admin_cidrs": "Networks allowed to reach SSH (22/tcp), as a list of CIDRs. Required.",
+    "allow_world_ssh": "Set true to allow 0.0.0.0/0 or ::/0 in admin_cidrs (default false).",
+    "ssh_public_key": "OpenSSH public key for the EC2 key pair (user admin). Required.",
+    "domain": "DNS name of the site; enables automatic HTTPS and HSTS. Optional.",
+    "acme_email": "Contact address for Let's Encrypt; required when domain is set.",
+    "tls_mode": "Caddy TLS: acme (default with a domain), internal (self-signed), off (default).",
+    "alert_email": "Address subscribed to the alarm topic. Optional.",
+    "backup_retention_days": "Days old backup versions are kept (default 30, 1..3650).",
+    "secrets": "SSM parameter names the app needs (names only); fetched at boot into backend.env.",
+    "tags": "Extra tags for every resource, as a mapping.",
+    "termination_protection": "Protect the instance from API termination (default false).",
+    "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
+    "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
+}
+
+
+def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
+    """Validate raw values (keys without the namespace) into a StackConfig, or raise ConfigError."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], values[unknown[0]], "is not a known key",
+                          f"remove it, or use one of: {', '.join(sorted(KEYS))}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", stack):
+        raise ConfigError("stack", stack, "stack names must be short, lowercase, digits and -",
+                          "rename the stack, e.g. production")
+
+    def required(key: str) -> object:
+        if key not in values or values[key] in (None, ""):
+            raise ConfigError(key, None, "is required", f"pulumi config set {NAMESPACE}:{key} ...")
+        return values[key]
+
+    def optional(key: str, parse: Callable[[object], Any]) -> Any:
+        raw = values.get(key)
+        return None if raw in (None, "") else parse(raw)
+
+    allow_world = bool(optional("allow_world_ssh", lambda r: _boolean("allow_world_ssh", r)))
+    domain: str | None = optional("domain", _domain)
+    acme_email: str | None = optional("acme_email", lambda r: _email("acme_email", r))
+    if domain is not None and acme_email is None:
+        raise ConfigError("acme_email", None, "is required when choiros:domain is set",
+                          "set choiros:acme_email to the address Let's Encrypt may write to")
+    defaults = {f.name: f.default for f in fields(StackConfig)}
+    tls_mode: TlsMode = optional("tls_mode", lambda r: _tls_mode(r, domain)) or (
+        "acme" if domain else "off")
+
+    def default(key: str) -> Any:
+        return defaults[key]
+
+    return StackConfig(
+        stack=stack,
+        region=_region(required("region")),
+        admin_cidrs=_admin_cidrs(required("admin_cidrs"), allow_world),
+        ssh_public_key=_ssh_public_key(required("ssh_public_key")),
+        instance_type=optional("instance_type", _instance_type) or default("instance_type"),
+        os=optional("os", _os) or default("os"),
+        root_volume_gb=optional("root_volume_gb", lambda r: _integer(
+            "root_volume_gb", r, 20, 16384, "use at least 20 (GiB), the runbook's size"))
+        or default("root_volume_gb"),
+        allow_world_ssh=allow_world,
+        domain=domain,
+        acme_email=acme_email,
+        tls_mode=tls_mode,
+        alert_email=optional("alert_email", lambda r: _email("alert_email", r)),
+        backup_retention_days=optional("backup_retention_days", lambda r: _integer(
+            "backup_retention_days", r, 1, 3650, "use a number of days such as 30"))
+        or default("backup_retention_days"),
+        secrets=optional("secrets", _secrets) or (),
+        tags=optional("tags", _tags) or (),
+        termination_protection=bool(optional(
+            "termination_protection", lambda r: _boolean("termination_protection", r))),
+        app_version=optional("app_version", _version),
+        keep_releases=optional("keep_releases", lambda r: _integer(
+            "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
+        or default("keep_releases"),
+    )
+
+
+def namespaced(values: Mapping[str, object]) -> dict[str, object]:
+    """The ``choiros:*`` entries of a stack file's config, without the namespace."""
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+
+def stack_name_of(path: Path) -> str:
+    """``Pulumi.production.yaml`` -> ``production``: Pulumi's own naming of stack files."""
+    parts = path.name.split(".")
+    if len(parts) != 3 or parts[0] != "Pulumi" or parts[2] not in ("yaml", "yml"):
+        raise ConfigError("stack", path.name, "is not named like a stack file",
+                          "name stack files Pulumi.<stack>.yaml")
+    return parts[1]
+
+
+def read_stack_file(path: Path) -> dict[str, object]:
+    """The raw ``config:`` mapping of a Pulumi stack file (all namespaces)."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError("stack-file", str(path), f"cannot be read ({exc.strerror})",
+                          "pass --stack-file with the path of a Pulumi.<stack>.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("stack-file", str(path), f"is not valid YAML ({exc})",
+                          "fix the YAML syntax in the stack file") from None
+    config = document.get("config", {}) if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError("stack-file", str(path), "has no config: mapping",
+                          "start the file with a config: section, see Pulumi.example.yaml")
+    return {str(k): v for k, v in config.items()}
+
+
+def load_stack_file(path: Path) -> StackConfig:
+    """Parse and validate a stack file without Pulumi: what plan, render and the kitchen use."""
+    return parse_config(namespaced(read_stack_file(path)), stack_name_of(path))
+
+
+def from_pulumi() -> StackConfig:
+    """The running Pulumi program's stack config, validated. Imports Pulumi only here."""
+    import pulumi
+
+    values: dict[str, object] = {}
+    config = pulumi.Config(NAMESPACE)
+    for key in KEYS:
+        raw = config.get(key)
+        if raw is not None:
+            values[key] = raw
+    return parse_config(values, pulumi.get_stack())

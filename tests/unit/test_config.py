@@ -1,0 +1,179 @@
+"""infra/config.py: every key's bad values are refused, naming the key and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sample_stack import BASE, ED25519_KEY, stack_config
+
+from infra.config import KEYS, ConfigError, load_stack_file, parse_config
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
+RSA_BODY = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"  # embeds "ssh-rsa"
+ED25519_BODY = ED25519_KEY.split()[1]
+
+# (key, bad value, extra keys the case needs): each must be refused as a ConfigError on `key`.
+BAD: list[tuple[str, Any, dict[str, Any]]] = [
+    ("region", "", {}),
+    ("region", "eu-west", {}),
+    ("region", "EU-WEST-1", {}),
+    ("region", 5, {}),
+    ("instance_type", "c5", {}),
+    ("instance_type", "large", {}),
+    ("instance_type", "C5.LARGE", {}),
+    ("instance_type", "t4g.small", {}),
+    ("instance_type", "c7gn.large", {}),
+    ("os", "debian-11", {}),
+    ("os", "windows", {}),
+    ("root_volume_gb", 19, {}),
+    ("root_volume_gb", 16385, {}),
+    ("root_volume_gb", "twenty", {}),
+    ("root_volume_gb", True, {}),
+    ("admin_cidrs", [], {}),
+    ("admin_cidrs", "203.0.113.7/32", {}),
+    ("admin_cidrs", ["203.0.113.7/24"], {}),
+    ("admin_cidrs", ["not-a-network"], {}),
+    ("admin_cidrs", ["0.0.0.0/0"], {}),
+    ("admin_cidrs", ["::/0"], {}),
+    ("admin_cidrs", '["203.0.113.7/32"', {}),
+    ("allow_world_ssh", "yes", {}),
+    ("allow_world_ssh", 1, {}),
+    ("ssh_public_key", "", {}),
+    ("ssh_public_key", "ssh-ed25519", {}),
+    ("ssh_public_key", "ssh-ed25519 not*base64", {}),
+    ("ssh_public_key", f"ssh-ed25519 {RSA_BODY}", {}),
+    ("ssh_public_key", f"ssh-dss {ED25519_BODY}", {}),
+    ("ssh_public_key", "-----BEGIN OPENSSH PRIVATE KEY-----", {}),
+    ("domain", "localhost", {"acme_email": "ops@example.com"}),
+    ("domain", "https://choir.example.com", {"acme_email": "ops@example.com"}),
+    ("domain", "-bad.example.com", {"acme_email": "ops@example.com"}),
+    ("acme_email", "not-an-address", {"domain": "choir.example.com"}),
+    ("acme_email", None, {"domain": "choir.example.com"}),
+    ("tls_mode", "strict", {}),
+    ("tls_mode", "acme", {}),
+    ("alert_email", "ops@", {}),
+    ("alert_email", "ops", {}),
+    ("backup_retention_days", 0, {}),
+    ("backup_retention_days", 3651, {}),
+    ("backup_retention_days", "a month", {}),
+    ("secrets", "OPENAI_API_KEY=sk-123", {}),
+    ("secrets", ["/choiros/example/bad-name"], {}),
+    ("secrets", ["aws/reserved/KEY"], {}),
+    ("secrets", ["/choiros/example/KEY", "/choiros/example/KEY"], {}),
+    ("secrets", ["/choiros/example/KEY value"], {}),
+    ("tags", "owner=ops", {}),
+    ("tags", ["owner"], {}),
+    ("tags", {"project": "other"}, {}),
+    ("tags", {"aws:reserved": "x"}, {}),
+    ("tags", {"owner": "x" * 257}, {}),
+    ("termination_protection", "maybe", {}),
+    ("app_version", "../etc/passwd", {}),
+    ("app_version", "1..2", {}),
+    ("app_version", "-1", {}),
+    ("keep_releases", 1, {}),
+    ("keep_releases", 101, {}),
+    ("keep_releases", "all", {}),
+]
+
+
+def values(key: str, bad: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    merged = {**BASE, **extra, key: bad}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+@pytest.mark.parametrize(("key", "bad", "extra"), BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_a_bad_value_is_refused_naming_the_key_and_a_fix(
+    key: str, bad: Any, extra: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(values(key, bad, extra), "example")
+    error = refused.value
+    assert error.key == key, f"{key}={bad!r} was blamed on {error.key}"
+    first, second = error.render().split("\n")
+    assert first.startswith(f"Error: choiros:{key} = "), first
+    assert second.startswith("Try: ") and len(second) > len("Try: "), second
+
+
+def test_every_key_has_bad_values_in_the_table() -> None:
+    assert {key for key, _, _ in BAD} == set(KEYS)
+
+
+@pytest.mark.parametrize("key", ["region", "admin_cidrs", "ssh_public_key"])
+def test_required_keys_are_required(key: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({k: v for k, v in BASE.items() if k != key}, "example")
+    assert refused.value.key == key
+    assert "Try: pulumi config set choiros:" in refused.value.render()
+
+
+def test_unknown_keys_and_bad_stack_names_are_refused() -> None:
+    with pytest.raises(ConfigError) as unknown:
+        parse_config({**BASE, "colour": "blue"}, "example")
+    assert unknown.value.key == "colour"
+    assert "one of:" in unknown.value.fix
+    with pytest.raises(ConfigError) as stack:
+        parse_config(BASE, "Production")
+    assert stack.value.key == "stack"
+
+
+@pytest.mark.parametrize("world", [["0.0.0.0/0"], ["::/0"], ["203.0.113.7/32", "::/0"]])
+def test_world_ssh_is_refused_unless_allowed(world: list[str]) -> None:
+    with pytest.raises(ConfigError) as refused:
+        stack_config(admin_cidrs=world)
+    assert refused.value.key == "admin_cidrs"
+    assert "allow_world_ssh" in refused.value.fix
+    assert stack_config(admin_cidrs=world, allow_world_ssh=True).admin_cidrs == tuple(world)
+
+
+def test_acme_email_is_required_with_a_domain_and_tls_follows_the_domain() -> None:
+    with pytest.raises(ConfigError) as refused:
+        stack_config(domain="choir.example.com")
+    assert refused.value.key == "acme_email"
+    cfg = stack_config(domain="Choir.Example.com.", acme_email="ops@example.com")
+    assert (cfg.domain, cfg.tls_mode) == ("choir.example.com", "acme")
+    assert stack_config().tls_mode == "off"
+    assert stack_config(tls_mode="internal").tls_mode == "internal"
+
+
+def test_values_as_pulumi_passes_them_parse_like_yaml_values() -> None:
+    as_text = {
+        "region": "eu-west-1",
+        "admin_cidrs": json.dumps(["203.0.113.7/32", "2001:db8::/48"]),
+        "ssh_public_key": ED25519_KEY,
+        "root_volume_gb": "40",
+        "allow_world_ssh": "false",
+        "termination_protection": "true",
+        "secrets": json.dumps(["/choiros/example/API_KEY"]),
+        "tags": json.dumps({"owner": "ops"}),
+        "domain": "",
+    }
+    cfg = parse_config(as_text, "example")
+    assert cfg.admin_cidrs == ("203.0.113.7/32", "2001:db8::/48")
+    assert (cfg.root_volume_gb, cfg.allow_world_ssh, cfg.termination_protection) == (
+        40, False, True
+    )
+    assert cfg.secrets == ("/choiros/example/API_KEY",)
+    assert cfg.tags == (("owner", "ops"),)
+    assert cfg.domain is None
+
+
+def test_the_defaults_are_the_runbooks_host() -> None:
+    cfg = stack_config()
+    assert (cfg.instance_type, cfg.os, cfg.root_volume_gb) == ("c5.large", "debian-12", 20)
+    assert (cfg.backup_retention_days, cfg.keep_releases) == (30, 5)
+    assert not cfg.allow_world_ssh and not cfg.termination_protection
+    assert cfg.name == "choiros-example"
+    assert cfg.backup_prefix == "hosts/example/"
+
+
+def test_the_example_stack_file_parses() -> None:
+    cfg = load_stack_file(EXAMPLE)
+    assert cfg.name == "choiros-example"
+    assert cfg.alert_email == "ops@example.com"
+    assert dict(cfg.tags) == {"owner": "ops", "cost-center": "choir"}
+    assert cfg.all_tags["managed-by"] == "pulumi"
