@@ -1,0 +1,119 @@
+"""The ChoirOS host: one EC2 instance, converged by cloud-init from its user-data.
+
+The instance is immutable: a change to its user-data replaces it
+(``user_data_replace_on_change``), and the old host is deleted before the new one is created
+(``delete_before_replace``) so two hosts never replicate into the same backup prefix. The new
+host restores the database from S3 at boot, so every replacement exercises the restore path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import OsName
+
+
+@dataclass(frozen=True)
+class AmiSource:
+    """Where an operating system's official images come from, and who logs in to them."""
+
+    owner: str
+    name_pattern: str
+    login_user: str
+
+
+AMIS: dict[OsName, AmiSource] = {
+    "debian-12": AmiSource("136693071363", "debian-12-amd64-*", "admin"),
+    "ubuntu-22.04": AmiSource(
+        "099720109477", "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*", "ubuntu"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChoirHostArgs:
+    """Everything the host is built from; the user-data comes rendered, gzip'd and base64'd."""
+
+    os: OsName
+    instance_type: str
+    root_volume_gb: int
+    ssh_public_key: str
+    termination_protection: bool
+    security_group_ids: Sequence[pulumi.Input[str]]
+    instance_profile: pulumi.Input[str]
+    eip_allocation_id: pulumi.Input[str]
+    user_data_base64: pulumi.Input[str]
+    name_tag: str
+    tags: Mapping[str, str]
+
+
+class ChoirHost(pulumi.ComponentResource):
+    """The instance, its key pair and its Elastic IP association."""
+
+    instance_id: pulumi.Output[str]
+    ami_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ChoirHostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("choiros:infra:ChoirHost", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        source = AMIS[args.os]
+
+        ami = aws.ec2.get_ami_output(
+            owners=[source.owner],
+            most_recent=True,
+            filters=[
+                {"name": "name", "values": [source.name_pattern]},
+                {"name": "architecture", "values": ["x86_64"]},
+                {"name": "virtualization-type", "values": ["hvm"]},
+                {"name": "root-device-type", "values": ["ebs"]},
+            ],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
+        self.key_pair = aws.ec2.KeyPair(
+            f"{name}-key",
+            public_key=args.ssh_public_key,
+            tags={**args.tags, "Name": f"{name}-key"},
+            opts=child,
+        )
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami.id,
+            instance_type=args.instance_type,
+            key_name=self.key_pair.key_name,
+            iam_instance_profile=args.instance_profile,
+            vpc_security_group_ids=list(args.security_group_ids),
+            user_data_base64=args.user_data_base64,
+            user_data_replace_on_change=True,
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+            },
+            root_block_device={
+                "volume_type": "gp3",
+                "volume_size": args.root_volume_gb,
+                "encrypted": True,
+                "delete_on_termination": True,
+                "tags": {**args.tags, "Name": f"{args.name_tag}-root"},
+            },
+            disable_api_termination=args.termination_protection,
+            monitoring=True,
+            tags={**args.tags, "Name": args.name_tag},
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.eip_association = aws.ec2.EipAssociation(
+            f"{name}-eip-association",
+            allocation_id=args.eip_allocation_id,
+            instance_id=self.instance.id,
+            opts=child,
+        )
+
+        self.instance_id = self.instance.id
+        self.ami_id = ami.id
+        self.register_outputs({"instance_id": self.instance_id, "ami_id": self.ami_id})

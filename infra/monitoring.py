@@ -1,0 +1,146 @@
+"""Alarms for the host, and the SNS topic they notify.
+
+Every alarm is an :class:`AlarmSpec`, plain data; :func:`host_alarms` lists the built-in ones
+and :class:`Monitoring` turns each spec into a CloudWatch alarm wired to the topic. Later alarms
+(health endpoint, disk, memory, backup freshness, published by the host in the ``ChoirOS``
+namespace) are more specs passed in ``MonitoringArgs.extra_alarms``: no new wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch alarm: what metric, when it fires, and whether it also recovers the host."""
+
+    key: str
+    description: str
+    namespace: str
+    metric_name: str
+    statistic: str
+    comparison_operator: str
+    threshold: float
+    period: int
+    evaluation_periods: int
+    dimensions: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    recover_instance: bool = False
+    treat_missing_data: str = "missing"
+
+
+def host_alarms(instance_id: pulumi.Input[str]) -> list[AlarmSpec]:
+    """The alarms every host gets from EC2's own metrics."""
+    on_instance: dict[str, pulumi.Input[str]] = {"InstanceId": instance_id}
+    return [
+        AlarmSpec(
+            key="status-system",
+            description="EC2 system status check failed: the host is being recovered "
+            "onto new hardware (same instance, same volume, same address).",
+            namespace="AWS/EC2",
+            metric_name="StatusCheckFailed_System",
+            statistic="Maximum",
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            period=60,
+            evaluation_periods=2,
+            dimensions=on_instance,
+            recover_instance=True,
+        ),
+        AlarmSpec(
+            key="status-instance",
+            description="EC2 instance status check failed: the operating system is not "
+            "responding. See the incident runbook.",
+            namespace="AWS/EC2",
+            metric_name="StatusCheckFailed_Instance",
+            statistic="Maximum",
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            period=60,
+            evaluation_periods=3,
+            dimensions=on_instance,
+        ),
+        AlarmSpec(
+            key="cpu-high",
+            description="CPU above 80% for 15 minutes.",
+            namespace="AWS/EC2",
+            metric_name="CPUUtilization",
+            statistic="Average",
+            comparison_operator="GreaterThanThreshold",
+            threshold=80,
+            period=300,
+            evaluation_periods=3,
+            dimensions=on_instance,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    """The host to watch, who to tell, and any alarms beyond the built-in ones."""
+
+    instance_id: pulumi.Input[str]
+    region: str
+    partition: pulumi.Input[str]
+    alert_email: str | None
+    tags: Mapping[str, str]
+    extra_alarms: Sequence[AlarmSpec] = ()
+
+
+class Monitoring(pulumi.ComponentResource):
+    """An SNS topic, its optional email subscription, and one CloudWatch alarm per spec."""
+
+    topic_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("choiros:infra:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.topic = aws.sns.Topic(
+            f"{name}-topic", tags={**args.tags, "Name": f"{name}-topic"}, opts=child
+        )
+        self.subscription = (
+            aws.sns.TopicSubscription(
+                f"{name}-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=args.alert_email,
+                opts=child,
+            )
+            if args.alert_email
+            else None
+        )
+        recover = pulumi.Output.concat(
+            "arn:", args.partition, ":automate:", args.region, ":ec2:recover"
+        )
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        for spec in [*host_alarms(args.instance_id), *args.extra_alarms]:
+            actions: list[pulumi.Input[str]] = [self.topic.arn]
+            if spec.recover_instance:
+                actions = [recover, self.topic.arn]
+            self.alarms[spec.key] = aws.cloudwatch.MetricAlarm(
+                f"{name}-{spec.key}",
+                alarm_description=spec.description,
+                namespace=spec.namespace,
+                metric_name=spec.metric_name,
+                statistic=spec.statistic,
+                comparison_operator=spec.comparison_operator,
+                threshold=spec.threshold,
+                period=spec.period,
+                evaluation_periods=spec.evaluation_periods,
+                dimensions=dict(spec.dimensions),
+                treat_missing_data=spec.treat_missing_data,
+                alarm_actions=actions,
+                ok_actions=[self.topic.arn],
+                tags={**args.tags, "Name": f"{name}-{spec.key}"},
+                opts=child,
+            )
+
+        self.topic_arn = self.topic.arn
+        self.register_outputs({"topic_arn": self.topic_arn})
