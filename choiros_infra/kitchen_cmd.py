@@ -1,0 +1,300 @@
+"""``choiros-infra kitchen``: boot, inspect and remove local kitchen hosts.
+
+A kitchen host is a systemd-nspawn container converged by the real cloud-init from the same
+user-data EC2 gets (see :mod:`kitchen`). These commands are thin: all the work is in
+:mod:`kitchen.lifecycle`; here is only argument parsing, a progress line per phase, and
+errors printed as ``Error: ...`` / ``Try: ...``.
+
+Exit codes: 0 ok, 1 the operation failed (e.g. the host did not converge), 2 the command could
+not run (not root, missing tools, bad or taken name). ``ssh`` exits with the remote status.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.status import Status
+from rich.table import Table
+
+from choiros_infra.errors import fail_config
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.verify import HostAccess, run_suites
+from infra.config import ConfigError
+from kitchen import cloud, lifecycle, preflight
+from kitchen.errors import KitchenError, UsageError
+from kitchen.lifecycle import PhaseEvent
+from kitchen.ssh_access import ssh_argv, ssh_config
+from kitchen.state import HostState
+
+EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+DEFAULT_NAME = "default"
+DEFAULT_STACK_FILE = Path("Pulumi.example.yaml")
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+kitchen_app = typer.Typer(
+    name="kitchen",
+    help="Local test hosts: systemd-nspawn containers booted from the host's cloud-init "
+    "user-data, with a local apt mirror and a moto stand-in for AWS. Needs root.\n\n"
+    "Exit codes: 0 ok, 1 the operation failed, 2 the command could not run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+NameOption = Annotated[str, typer.Option("--name", "-n", help="Kitchen host name.")]
+
+
+def _prerequisites() -> None:
+    """Every kitchen command needs root and the kitchen's tools; say so before anything.
+    (Not a group callback: that would also run for `--help`.)"""
+    try:
+        preflight.check()
+    except KitchenError as exc:
+        _fail(exc)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``kitchen`` command group to the CLI."""
+    app.add_typer(kitchen_app, name="kitchen")
+
+
+def _fail(error: KitchenError) -> NoReturn:
+    stderr.print(f"[bold red]Error:[/] {error.message}", markup=True)
+    if error.detail:
+        stderr.print(error.detail, markup=False)
+    if error.fix:
+        stderr.print(f"[bold]Try:[/] {error.fix}", markup=True)
+    raise typer.Exit(error.exit_code)
+
+
+class PhasePrinter:
+    """Progress callback: a spinner while a phase runs, then one line with its duration."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status: Status | None = None
+        self.started = time.monotonic()
+
+    def __call__(self, event: PhaseEvent) -> None:
+        if event.status == "start":
+            self.status = self.console.status(f"{event.phase}…")
+            self.status.start()
+            return
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        mark = "[green]✓[/]" if event.status == "done" else "[red]✗[/]"
+        self.console.print(f"{mark} {event.phase:<10} {event.seconds:6.1f}s", markup=True)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Treat SIGTERM (a CI timeout, `kill`) like Ctrl-C, so a half-made host is rolled back."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_phased(action: Callable[[PhasePrinter], HostState | None],
+                interrupted: str) -> HostState | None:
+    printer = PhasePrinter(stderr)
+    try:
+        with _interruptible():
+            return action(printer)
+    except KitchenError as exc:
+        printer.close()
+        _fail(exc)
+    except KeyboardInterrupt:
+        printer.close()
+        stderr.print(f"[bold red]Error:[/] interrupted; {interrupted}", markup=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        printer.close()
+
+
+def _summary(st: HostState) -> None:
+    stderr.print(
+        f"kitchen [bold]{st.name}[/] {st.state}: {st.ssh_user}@{st.address} "
+        f"(choiros-infra kitchen ssh --name {st.name})",
+        markup=True,
+    )
+
+
+StackFileOption = Annotated[Path, typer.Option(
+    "--stack-file", help="Stack file the host is built from (its kitchen rendering).")]
+
+
+def _up(name: str, stack_file: Path) -> HostState:
+    try:
+        st = _run_phased(lambda printer: stack_up(name, stack_file, progress=printer),
+                         "the half-created host was removed")
+    except ConfigError as error:
+        fail_config(error)
+    assert st is not None
+    return st
+
+
+@kitchen_app.command()
+def up(name: NameOption = DEFAULT_NAME,
+       stack_file: StackFileOption = DEFAULT_STACK_FILE) -> None:
+    """Create a kitchen host from the stack's kitchen user-data and wait until it converged.
+
+    Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and its
+    app_version release (the stand-in app), then boots the host and waits for cloud-init.
+    """
+    _prerequisites()
+    st = _up(name, stack_file)
+    _summary(st)
+    stderr.print(f"  ssh:     {' '.join(ssh_argv(st))}\n"
+                 f"  verify:  choiros-infra kitchen verify --name {name}\n"
+                 f"  destroy: choiros-infra kitchen destroy --name {name}")
+
+
+def _verify(name: str, stack_file: Path, extra: tuple[str, ...]) -> int:
+    try:
+        st = lifecycle.status(name)
+        lifecycle.running_guest(name)
+    except KitchenError as exc:
+        _fail(exc)
+    access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
+    return run_suites(access, stack_file, "kitchen", extra)
+
+
+@kitchen_app.command(context_settings={"allow_interspersed_args": False})
+def verify(name: NameOption = DEFAULT_NAME,
+           stack_file: StackFileOption = DEFAULT_STACK_FILE,
+           pytest_args: Annotated[list[str] | None, typer.Argument(
+               help="Extra pytest arguments (after --), e.g. -k health.")] = None) -> None:
+    """Run the host suites (tests/infra) against a kitchen host. Exit code: pytest's."""
+    _prerequisites()
+    raise typer.Exit(_verify(name, stack_file, tuple(pytest_args or ())))
+
+
+@kitchen_app.command()
+def test(name: NameOption = "test",
+         stack_file: StackFileOption = DEFAULT_STACK_FILE) -> None:
+    """Up, verify, destroy: one throwaway host. Exit code: verify's (2 if up failed)."""
+    _prerequisites()
+    try:
+        _up(name, stack_file)
+        code = _verify(name, stack_file, ())
+    finally:
+        lifecycle.destroy(name, progress=PhasePrinter(stderr))
+    raise typer.Exit(code)
+
+
+@kitchen_app.command()
+def status(
+    name: NameOption = DEFAULT_NAME,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: name, state, address, "
+                                          "ssh_user, ssh_key, ssh_port, started_at.")] = False,
+) -> None:
+    """Show one kitchen host's state and how to reach it."""
+    _prerequisites()
+    try:
+        st = lifecycle.status(name)
+    except KitchenError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(st.public(), indent=2, sort_keys=True))
+        return
+    for key, value in st.public().items():
+        stdout.print(f"{key:<11} {value}")
+    if st.error:
+        stdout.print(f"{'error':<11} {st.error}")
+
+
+@kitchen_app.command(context_settings={"allow_interspersed_args": False})
+def ssh(
+    name: NameOption = DEFAULT_NAME,
+    command: Annotated[list[str] | None, typer.Argument(
+        help="Command to run on the host (after --); an interactive shell without one.")] = None,
+) -> None:
+    """SSH into a kitchen host as its default user, with its key."""
+    _prerequisites()
+    try:
+        st = lifecycle.status(name)
+        lifecycle.running_guest(name)
+    except KitchenError as exc:
+        _fail(exc)
+    result = subprocess.run(ssh_argv(st, command or []), check=False)
+    raise typer.Exit(result.returncode)
+
+
+@kitchen_app.command("list")
+def list_() -> None:
+    """List kitchen hosts and the kitchen cloud."""
+    _prerequisites()
+    hosts = lifecycle.list_hosts()
+    table = Table(title="kitchen hosts")
+    for column in ("name", "state", "address", "ssh", "started_at"):
+        table.add_column(column)
+    for st in hosts:
+        table.add_row(st.name, str(st.state), st.address,
+                      f"{st.ssh_user}@{st.address}" if st.address else "", st.started_at or "")
+    if hosts:
+        stdout.print(table)
+    else:
+        stdout.print("no kitchen hosts")
+    info = cloud.cloud_info()
+    state = "running" if cloud.cloud_running() else "stopped"
+    stdout.print(f"cloud {state}: apt proxy {info.apt_proxy_url}, AWS endpoint "
+                 f"{info.endpoint_url}")
+
+
+@kitchen_app.command()
+def reboot(name: NameOption = DEFAULT_NAME) -> None:
+    """Reboot a kitchen host and wait until it is back with systemd running."""
+    _prerequisites()
+    st = _run_phased(lambda printer: lifecycle.reboot(name, progress=printer),
+                     f"the host may be down; see `choiros-infra kitchen status --name {name}`")
+    if st is not None:
+        _summary(st)
+
+
+@kitchen_app.command()
+def destroy(
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Kitchen host name "
+                                             f"(default: {DEFAULT_NAME}).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Destroy every kitchen host and stop "
+                                       "the kitchen cloud.")] = False,
+) -> None:
+    """Remove a kitchen host (or all of them and the cloud); safe to repeat."""
+    _prerequisites()
+    if all_ and name is not None:
+        _fail(UsageError("--name and --all exclude each other",
+                           "choiros-infra kitchen destroy --name NAME, or --all"))
+    try:
+        if all_:
+            removed = lifecycle.destroy_all(progress=PhasePrinter(stderr))
+            stderr.print(f"destroyed {len(removed)} host(s); kitchen cloud stopped")
+            return
+        target = name or DEFAULT_NAME
+        existed = lifecycle.destroy(target, progress=PhasePrinter(stderr))
+        stderr.print(f"destroyed {target}" if existed else f"nothing to destroy for {target}")
+    except KitchenError as exc:
+        _fail(exc)

@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""STAND-IN for the ChoirOS backend binary `sandbox`. This is NOT the real application.
+
+The real backend is a Rust binary that cannot be built in this repository, so kitchen releases
+ship this small Python 3 program (standard library only) as `sandbox` instead. It honours the
+contract the host relies on, and nothing more:
+
+  GET  /health            200 {"status": "healthy", "service": "choiros-sandbox", "version": V}
+                          503 {"status": "unhealthy", ...} when made unhealthy (see below)
+  POST /api/events        a JSON body is appended to the SQLite event store: 201 {"id": N}
+  GET  /api/events/count  200 {"count": N}
+  anything else           404 {"error": "not found"}
+
+Environment:
+  DATABASE_URL       required: the SQLite file (an "sqlite://" or "sqlite:" prefix and a "?..."
+                     suffix are ignored). Created with its table if absent, in WAL mode; its
+                     directory must exist. Every event is committed before the answer is sent.
+  BIND, PORT         listen address, default 0.0.0.0 and 8080.
+  FIXTURE_UNHEALTHY  "1" makes /health answer 503. A file named UNHEALTHY beside this script does
+                     the same; kitchen/release.py adds one for build_release(..., unhealthy=True),
+                     which makes a release that fails its health check (for rollback tests).
+
+V is the text of the VERSION file beside this script ("unknown" without one). One line per
+request is logged to stdout. It writes nothing but the database (and SQLite's -wal/-shm files
+beside it; temp_store is memory), imports only the standard library (Python never caches the
+main script's bytecode), needs no capabilities and no writable+executable memory, so it runs
+under the hardened systemd unit (MemoryDenyWriteExecute, ProtectSystem=strict, no capabilities).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+from contextlib import closing, suppress
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+HERE = Path(__file__).resolve().parent
+MAX_BODY = 1 << 20
+SCHEMA = """CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, body TEXT NOT NULL)"""
+
+
+def read_version() -> str:
+    try:
+        return (HERE / "VERSION").read_text(encoding="utf-8").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def database_path(url: str) -> str:
+    for prefix in ("sqlite://", "sqlite:"):
+        if url.startswith(prefix):
+            url = url[len(prefix):]
+            break
+    return url.split("?", 1)[0]
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10)
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+def init_db(path: str) -> None:
+    with closing(connect(path)) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
+        conn.execute(SCHEMA)
+        conn.commit()
+
+
+class App(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], db: str, version: str, healthy: bool) -> None:
+        super().__init__(addr, Handler)
+        self.db, self.version, self.healthy = db, version, healthy
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "choiros-sandbox-standin"
+
+    @property
+    def app(self) -> App:
+        return cast(App, self.server)
+
+    def send_json(self, status: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            healthy = self.app.healthy
+            self.send_json(200 if healthy else 503, {
+                "status": "healthy" if healthy else "unhealthy",
+                "service": "choiros-sandbox", "version": self.app.version})
+        elif path == "/api/events/count":
+            try:
+                with closing(connect(self.app.db)) as conn:
+                    count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            except sqlite3.Error as e:
+                self.send_json(500, {"error": f"database: {e}"})
+                return
+            self.send_json(200, {"count": count})
+        else:
+            self.send_json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/api/events":
+            self.send_json(404, {"error": "not found"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.send_json(411, {"error": "Content-Length required"})
+            return
+        if not 0 <= length <= MAX_BODY:
+            self.send_json(413, {"error": f"body must be at most {MAX_BODY} bytes"})
+            return
+        try:
+            event = json.loads(self.rfile.read(length))
+        except ValueError:  # includes UnicodeDecodeError
+            self.send_json(400, {"error": "body must be JSON"})
+            return
+        now = datetime.now(UTC).isoformat()
+        try:
+            with closing(connect(self.app.db)) as conn, conn:  # commits, then closes
+                cur = conn.execute("INSERT INTO events (received_at, body) VALUES (?, ?)",
+                                   (now, json.dumps(event, separators=(",", ":"))))
+                event_id = cur.lastrowid
+        except sqlite3.Error as e:
+            self.send_json(500, {"error": f"database: {e}"})
+            return
+        self.send_json(201, {"id": event_id})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        print(f"{self.address_string()} {format % args}", flush=True)
+
+
+def stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main() -> int:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        print("Error: DATABASE_URL is not set\nTry: DATABASE_URL=/opt/choiros/data/events.db",
+              file=sys.stderr)
+        return 2
+    db, version = database_path(url), read_version()
+    try:
+        init_db(db)
+    except sqlite3.Error as e:
+        print(f"Error: cannot open the event store {db}: {e}\n"
+              f"Try: create its directory, writable by this service's user", file=sys.stderr)
+        return 1
+    healthy = os.environ.get("FIXTURE_UNHEALTHY") != "1" and not (HERE / "UNHEALTHY").exists()
+    bind, port = os.environ.get("BIND", "0.0.0.0"), int(os.environ.get("PORT", "8080"))  # noqa: S104
+    signal.signal(signal.SIGTERM, stop)
+    with App((bind, port), db, version, healthy) as server:
+        state = "healthy" if healthy else "UNHEALTHY (on purpose)"
+        print(f"choiros-sandbox stand-in {version} on {bind}:{port}, {state}, events in {db}",
+              flush=True)
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""How to reach a kitchen host over SSH: one ssh_config per host, used by every client.
+
+`kitchen ssh`, testinfra (``--ssh-config``) and the verify run all read the same file, so they
+log in the same way: the host's own key, its recorded host keys checked strictly, and one
+shared connection (ControlMaster) that later commands reuse instead of a new handshake each.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from kitchen.paths import HostPaths
+from kitchen.state import HostState
+
+
+def ssh_config(st: HostState) -> Path:
+    """Write (idempotently) and return the host's ssh_config."""
+    root = HostPaths(st.name).root
+    path = root / "ssh_config"
+    text = "\n".join([
+        f"Host {st.address}",
+        f"    User {st.ssh_user}",
+        f"    Port {st.ssh_port}",
+        f"    IdentityFile {st.ssh_key}",
+        "    IdentitiesOnly yes",
+        "    BatchMode yes",
+        f"    UserKnownHostsFile {st.known_hosts}",
+        "    StrictHostKeyChecking yes",
+        "    LogLevel ERROR",
+        "    ControlMaster auto",
+        f"    ControlPath {root}/ssh-%C",
+        "    ControlPersist 120s",
+        "",
+    ])
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def close_connections(st: HostState) -> None:
+    """Stop the host's shared SSH connection, so no ssh process outlives the host."""
+    config = HostPaths(st.name).root / "ssh_config"
+    if config.exists():
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", st.address],
+                       capture_output=True, timeout=10, check=False)
+
+
+def ssh_argv(st: HostState, command: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """An ``ssh`` command line into the host as its default user."""
+    return ["ssh", "-F", str(ssh_config(st)), f"{st.ssh_user}@{st.address}", *command]
