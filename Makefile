@@ -29,8 +29,9 @@ unit: setup system-deps
 test: setup system-deps lint
 	$(VENV)/bin/pytest -q
 
+# (Re)creates the local host named "default" from Pulumi.example.yaml, verifies it, leaves it up.
 kitchen: setup system-deps
-	$(VENV)/bin/choiros-infra kitchen up
+	$(VENV)/bin/choiros-infra kitchen up --replace
 	$(VENV)/bin/choiros-infra kitchen verify
 
 clean:

@@ -160,13 +160,21 @@ def _up(name: str, stack_file: Path) -> HostState:
 
 @kitchen_app.command()
 def up(name: NameOption = DEFAULT_NAME,
-       stack_file: StackFileOption = DEFAULT_STACK_FILE) -> None:
+       stack_file: StackFileOption = DEFAULT_STACK_FILE,
+       replace: Annotated[bool, typer.Option(
+           "--replace", help="Destroy a host of that name first instead of refusing.")] = False,
+       ) -> None:
     """Create a kitchen host from the stack's kitchen user-data and wait until it converged.
 
     Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and its
     app_version release (the stand-in app), then boots the host and waits for cloud-init.
     """
     _prerequisites()
+    if replace:
+        try:
+            lifecycle.destroy(name, progress=PhasePrinter(stderr))
+        except KitchenError as exc:
+            _fail(exc)
     st = _up(name, stack_file)
     _summary(st)
     stderr.print(f"  ssh:     {' '.join(ssh_argv(st))}\n"

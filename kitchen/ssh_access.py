@@ -13,10 +13,15 @@ from pathlib import Path
 from kitchen.paths import HostPaths
 from kitchen.state import HostState
 
+# Control sockets live in a short path: a Unix socket path may not exceed 108 bytes, and ssh
+# appends a random suffix to it while it sets one up.
+CONTROL_DIR = Path("/run/chk-ssh")
+
 
 def ssh_config(st: HostState) -> Path:
     """Write (idempotently) and return the host's ssh_config."""
     root = HostPaths(st.name).root
+    CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
     path = root / "ssh_config"
     text = "\n".join([
         f"Host {st.address}",
@@ -29,7 +34,7 @@ def ssh_config(st: HostState) -> Path:
         "    StrictHostKeyChecking yes",
         "    LogLevel ERROR",
         "    ControlMaster auto",
-        f"    ControlPath {root}/ssh-%C",
+        f"    ControlPath {CONTROL_DIR}/%C",
         "    ControlPersist 120s",
         "",
     ])

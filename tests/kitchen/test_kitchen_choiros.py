@@ -1,0 +1,72 @@
+"""A ChoirOS host built from the example stack: it converges, verifies, and keeps its data and
+its state across a reboot."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import host_name
+
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.verify import PROJECT_ROOT, HostAccess, run_suites
+from kitchen import cloud, lifecycle
+from kitchen.ssh_access import ssh_config
+from kitchen.state import HostState
+
+pytestmark = pytest.mark.kitchen
+
+STACK_FILE = PROJECT_ROOT / "Pulumi.example.yaml"
+_TLS = ssl.create_default_context()
+_TLS.check_hostname = False
+_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
+
+
+@pytest.fixture(scope="module")
+def choiros_host(kitchen_cloud: cloud.CloudInfo) -> Iterator[HostState]:
+    name = host_name("choiros")
+    try:
+        yield stack_up(name, STACK_FILE)
+    finally:
+        lifecycle.destroy(name)
+
+
+def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def verify(host: HostState) -> int:
+    access = HostAccess(url=f"ssh://{host.ssh_user}@{host.address}", ssh_config=ssh_config(host))
+    return run_suites(access, Path(STACK_FILE), "kitchen", ("-q",))
+
+
+def test_example_stack_converges_and_verifies(choiros_host: HostState) -> None:
+    assert choiros_host.state == "ready"
+    assert verify(choiros_host) == 0
+
+
+def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(
+        choiros_host: HostState) -> None:
+    env = lifecycle.exec_in(choiros_host.name, ["cat", "/etc/choiros/backend.env"])
+    assert 'OPENAI_API_KEY="kitchen-test-value-for-OPENAI_API_KEY"' in env.stdout
+
+
+def test_reboot_keeps_data_and_state(choiros_host: HostState) -> None:
+    for n in range(3):
+        assert "id" in api(choiros_host, "POST", "/api/events", {"n": n})
+    before = api(choiros_host, "GET", "/api/events/count")["count"]
+    after_reboot = lifecycle.reboot(choiros_host.name)
+    assert after_reboot.state == "ready"
+    assert lifecycle.exec_in(choiros_host.name, ["systemctl", "is-system-running", "--wait"]
+                             ).stdout.strip() == "running"
+    assert api(choiros_host, "GET", "/api/events/count")["count"] == before
+    assert verify(after_reboot) == 0
