@@ -115,7 +115,9 @@ def test_an_unreachable_host_fails_every_item_with_the_same_connection_error(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there: the connection is refused at once
-    result = pytester.runpytest("docs/runbooks", f"--hosts=paramiko://nobody@127.0.0.1:{port}")
+    # -rN: no short summary, whose width (and so its repeats of the message) depends on the tty
+    result = pytester.runpytest("docs/runbooks", f"--hosts=paramiko://nobody@127.0.0.1:{port}",
+                                "-rN")
     result.assert_outcomes(failed=2)
     lines = [line for line in result.stdout.lines
              if line.startswith("could not probe the host: cannot connect")]
