@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from choiros_infra import kitchen_cmd, plan_cmd, render_cmd
+from choiros_infra import kitchen_cmd, plan_cmd, render_cmd, verify_cmd
 
 app = typer.Typer(
     name="choiros-infra",
@@ -29,3 +29,4 @@ def main() -> None:
 plan_cmd.register(app)
 render_cmd.register(app)
 kitchen_cmd.register(app)
+verify_cmd.register(app)

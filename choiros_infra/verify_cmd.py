@@ -1,0 +1,229 @@
+"""``choiros-infra verify``: hold one live host (EC2 or kitchen) to its stack file.
+
+Runs the host suites (tests/infra), every runbook expectation (docs/runbooks) and the
+managed-file check in one pytest run over one shared SSH connection, then prints the counts per
+runbook and writes the Markdown report and JUnit when asked. ``kitchen verify`` calls
+:func:`execute` with the kitchen host's ssh_config.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE
+from choiros_infra.runbook_stamp import stamp, valid_label
+from choiros_infra.targets import TargetChoice
+from choiros_infra.verify import (
+    DEFAULT_WORKERS,
+    KITCHEN_WORKERS,
+    RUNBOOKS,
+    UNMAPPED,
+    CheckResult,
+    HostAccess,
+    UsageProblem,
+    VerifyRun,
+    check_reachable,
+    close_shared_connection,
+    group_by_runbook,
+    parse_host_url,
+    read_junit,
+    render_markdown,
+    run_pytest,
+    total,
+    verdict,
+    write_ssh_config,
+)
+from infra.config import ConfigError, StackConfig, load_stack_file
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+
+HELP = (
+    "Verify a host against its stack file: the host suites (tests/infra), every runbook "
+    "expectation (docs/runbooks) and every managed file (rendered sha256, mode, owner), in "
+    "one pytest run over one shared SSH connection.\n\n"
+    "The login user needs passwordless sudo (the checks read the host as root). With "
+    "--ssh-key (or neither key nor config), an ssh_config sharing one connection is written "
+    "to a private temporary directory; a new host key is accepted and remembered in "
+    "~/.ssh/known_hosts, a changed one is refused.\n\n"
+    "Exit codes: 0 every check passed; 1 a check failed (the summary and the report name "
+    "it); 2 the verify could not run (bad arguments, invalid stack file, host unreachable "
+    "or no sudo, pytest usage error)."
+)
+
+
+def _problem(problem: str, fix: str) -> int:
+    stderr.print(f"[bold red]Error:[/] {problem}\n[bold]Try:[/] {fix}", markup=True)
+    return EXIT_UNUSABLE
+
+
+def _load(stack_file: Path) -> StackConfig | None:
+    try:
+        return load_stack_file(stack_file)
+    except ConfigError as error:
+        stderr.print(error.render(), markup=False)
+        return None
+
+
+def summarize(results: list[CheckResult]) -> None:
+    """Counts per runbook (failures first) and each failed check, on stdout."""
+    table = Table(title="verify: checks per runbook", title_justify="left")
+    for column in ("runbook", "checks", "failed", "passed", "skipped"):
+        table.add_column(column, justify="left" if column == "runbook" else "right")
+    for group in group_by_runbook(results):
+        c = group.counts
+        style = "red" if c.failed else None
+        table.add_row(escape(group.runbook), str(c.total), str(c.failed), str(c.passed),
+                      str(c.skipped), style=style)
+    counts = total(results)
+    table.add_row("total", str(counts.total), str(counts.failed), str(counts.passed),
+                  str(counts.skipped), style="bold")
+    stdout.print(table)
+    for result in (r for g in group_by_runbook(results) for r in g.results if r.bad):
+        where = f" ({result.where})" if result.where else ""
+        text = escape(f"{result.runbook}{where} {result.title}: {result.message}")
+        stdout.print(f"[red]FAILED[/] {text}", markup=True)
+
+
+def execute(access: HostAccess, stack_file: Path, target: str, *,
+            account_id: str | None = None, junit: Path | None = None,
+            report: Path | None = None, workers: int | None = None,
+            known_hosts: Path | None = None, extra: tuple[str, ...] = (),
+            stamp_label: str | None = None) -> int:
+    """Verify one host; print the summary; return the exit code (0, 1, 2). ``access`` without
+    an ssh_config gets a generated, multiplexing one for the run (checking the host key
+    against ``known_hosts`` if given)."""
+    cfg = _load(stack_file)
+    if cfg is None:
+        return EXIT_UNUSABLE
+    for wanted, what in ((junit, "--junit"), (report, "--report")):
+        if wanted is not None and not wanted.parent.is_dir():
+            return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
+                            f"create it, or give {what} a path in an existing directory")
+    workdir = Path(tempfile.mkdtemp(prefix="chv-"))  # short: it may hold the control socket
+    generated = access.ssh_config is None
+    if generated:
+        access = HostAccess(url=access.url, ssh_config=write_ssh_config(
+            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+    try:
+        started = time.monotonic()
+        with stderr.status(f"connecting to {access.destination}…"):
+            check_reachable(access)
+        results_file = junit or workdir / "junit.xml"
+        run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
+                                  workers=workers, junit=results_file, extra=extra)
+        code = verdict(run_pytest(run))
+        seconds = time.monotonic() - started
+        if code == EXIT_UNUSABLE or not results_file.exists():
+            return _problem("pytest could not run the checks (its output above says why)",
+                            "run again with -- --collect-only to see what was collected")
+        results = read_junit(results_file)
+        summarize(results)
+        stdout.print(f"{len(results)} checks in {seconds:.1f} s against {access.url}")
+        if report is not None:
+            report.write_text(render_markdown(results, host=access.url, target=target,
+                                              stack_file=str(stack_file), seconds=seconds))
+            stdout.print(f"report: {report}")
+        if junit is not None:
+            stdout.print(f"junit: {junit}")
+        if stamp_label is not None:
+            passed = [g.runbook for g in group_by_runbook(results)
+                      if g.runbook != UNMAPPED and g.counts.total and not g.counts.failed]
+            for path in stamp(RUNBOOKS, passed, stamp_label, datetime.now(UTC).date()):
+                stdout.print(f"stamped: {path.relative_to(RUNBOOKS)}")
+        return EXIT_FAILED if total(results).failed else code
+    except UsageProblem as problem:
+        return _problem(problem.problem, problem.fix)
+    except KeyboardInterrupt:
+        return _problem("interrupted; no verdict", "run the verify again")
+    finally:
+        if generated:
+            close_shared_connection(access)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``verify`` command to the CLI."""
+    app.command(help=HELP, short_help="Check a host (EC2 or kitchen) against its stack file "
+                "and its runbooks.",
+                context_settings={"allow_interspersed_args": False})(verify)
+
+
+def verify(
+    host: Annotated[str, typer.Option(
+        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
+        show_default=False)],
+    stack_file: Annotated[Path, typer.Option(
+        "--stack-file", help="Stack file the host was built from.", show_default=False)],
+    target: Annotated[TargetChoice, typer.Option(
+        "--target", help="Rendering the host was built with: aws (EC2) or kitchen.",
+        show_default=False)],
+    ssh_key: Annotated[Path | None, typer.Option(
+        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
+        = None,
+    ssh_config: Annotated[Path | None, typer.Option(
+        "--ssh-config", help="Use this ssh_config as is instead of a generated one (give it "
+        "ControlMaster/ControlPath/ControlPersist, or each check opens a new connection).")]
+        = None,
+    known_hosts: Annotated[Path | None, typer.Option(
+        "--known-hosts", help="Check the host key against this file only, strictly (default: "
+        "~/.ssh/known_hosts, a new key accepted and remembered).")] = None,
+    account_id: Annotated[str | None, typer.Option(
+        "--account-id", help="AWS account the stack's buckets are named for; required with "
+        "--target aws (`aws sts get-caller-identity --query Account --output text`).")] = None,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", help="Write the results as JUnit XML to this file.")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write the Markdown report (by runbook, failures first) here.")]
+        = None,
+    workers: Annotated[int | None, typer.Option(
+        "-n", "--workers", min=0, help=f"Parallel pytest workers (pytest-xdist); 0 runs "
+        f"serially. Default: {DEFAULT_WORKERS} for aws, {KITCHEN_WORKERS} for kitchen (the "
+        "kitchen host shares this machine's CPUs).", show_default=False)] = None,
+    stamp_runbooks: Annotated[str | None, typer.Option(
+        "--stamp-runbooks", metavar="LABEL", help="Rewrite the `Last verified:` line of every "
+        "runbook whose checks all passed to today's date against LABEL (e.g. kitchen).")]
+        = None,
+    pytest_args: Annotated[list[str] | None, typer.Argument(
+        help="Extra pytest arguments (after --), e.g. -- -k security.md.",
+        show_default=False)] = None,
+) -> None:
+    if ssh_key is not None and ssh_config is not None:
+        raise typer.Exit(_problem("--ssh-key and --ssh-config exclude each other",
+                                  "give the key, or an ssh_config that names it"))
+    if known_hosts is not None and ssh_config is not None:
+        raise typer.Exit(_problem("--known-hosts and --ssh-config exclude each other",
+                                  "name the known_hosts file in the ssh_config "
+                                  "(UserKnownHostsFile)"))
+    for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
+                        (known_hosts, "--known-hosts")):
+        if given is not None and not given.is_file():
+            raise typer.Exit(_problem(f"{what} {given} is not a readable file",
+                                      f"give {what} the path of an existing file"))
+    if target is TargetChoice.aws and account_id is None:
+        raise typer.Exit(_problem(
+            "--target aws needs --account-id: the buckets (and so host.json) are named for it",
+            "--account-id $(aws sts get-caller-identity --query Account --output text)"))
+    if stamp_runbooks is not None and not valid_label(stamp_runbooks):
+        raise typer.Exit(_problem(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
+                                  "use letters, digits and . _ : / -, e.g. kitchen"))
+    try:
+        parse_host_url(host)
+    except UsageProblem as problem:
+        raise typer.Exit(_problem(problem.problem, problem.fix)) from None
+    access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
+                        ssh_config=ssh_config and ssh_config.resolve())
+    raise typer.Exit(execute(access, stack_file, target.value, account_id=account_id,
+                             junit=junit, report=report, workers=workers,
+                             known_hosts=known_hosts and known_hosts.resolve(),
+                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks))

@@ -1,0 +1,151 @@
+"""Typed parsers of what the host's tools print, so each suite reads a fact, not a string.
+
+Each fact is read with ONE command per module (all the properties of a unit, every managed
+file's stat and sha256 at once), and the tests parametrized over it only compare: that keeps a
+verify run to a few dozen SSH round trips for 150+ checks. Pure functions, unit-tested without
+a host (tests/unit/test_verify_facts.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Separates the two outputs of the one command that reads every managed file.
+SECTION_MARK = "--choiros-verify-sha256--"
+STAT_FORMAT = "%n|%F|%a|%U|%G"
+
+
+def key_values(output: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``systemctl show``); later lines win."""
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def sshd_effective(output: str) -> dict[str, list[str]]:
+    """``sshd -T``: lower-case keyword, then its value(s); repeated keywords keep every value."""
+    settings: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key:
+            settings.setdefault(key.lower(), []).append(value.strip())
+    return settings
+
+
+@dataclass(frozen=True)
+class UfwRule:
+    to: str
+    action: str
+    source: str
+
+    @property
+    def port(self) -> str:
+        """``22/tcp`` of ``22/tcp (v6)``."""
+        return self.to.split(" ", 1)[0]
+
+
+@dataclass(frozen=True)
+class UfwStatus:
+    active: bool
+    defaults: dict[str, str]  # incoming, outgoing, routed -> allow | deny | reject | disabled
+    rules: tuple[UfwRule, ...]
+
+
+_UFW_RULE = re.compile(r"^(?P<to>\S+(?: \(v6\))?)\s{2,}(?P<action>(?:ALLOW|DENY|REJECT|LIMIT)"
+                       r"(?: IN| OUT| FWD)?)\s{2,}(?P<source>.+?)\s*$")
+
+
+def ufw_status(output: str) -> UfwStatus:
+    """``ufw status verbose``."""
+    active = bool(re.search(r"^Status: active$", output, re.M))
+    defaults: dict[str, str] = {}
+    default_line = re.search(r"^Default: (.*)$", output, re.M)
+    if default_line:
+        for part in default_line.group(1).split(","):
+            match = re.match(r"\s*(\w+) \((\w+)\)", part)
+            if match:
+                defaults[match.group(2)] = match.group(1)
+    rules = tuple(UfwRule(m["to"], m["action"], m["source"])
+                  for line in output.splitlines() if (m := _UFW_RULE.match(line.strip())))
+    return UfwStatus(active, defaults, rules)
+
+
+def apt_config(output: str) -> dict[str, list[str]]:
+    """``apt-config dump``: each key with its values (list entries end in ``::``)."""
+    values: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        match = re.match(r'^(\S+?)(::)? "(.*)";$', line.strip())
+        if match:
+            values.setdefault(match.group(1), []).append(match.group(3))
+    return values
+
+
+def exposure(output: str) -> float | None:
+    """The overall exposure level ``systemd-analyze security UNIT`` reports, if any."""
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
+    return float(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    kind: str  # stat's %F: regular file, directory, symbolic link, ...
+    mode: int
+    owner: str
+    group: str
+    sha256: str | None = None  # regular files only
+
+    @property
+    def ownership(self) -> str:
+        return f"{self.owner}:{self.group}"
+
+
+def stat_lines(output: str) -> dict[str, FileFacts]:
+    """``stat -c '%n|%F|%a|%U|%G' PATH...`` (one line per path that exists)."""
+    facts: dict[str, FileFacts] = {}
+    for line in output.splitlines():
+        parts = line.rsplit("|", 4)
+        if len(parts) == 5:
+            name, kind, mode, owner, group = parts
+            facts[name] = FileFacts(kind, int(mode, 8), owner, group)
+    return facts
+
+
+def file_facts(output: str) -> dict[str, FileFacts]:
+    """Output of ``stat ... PATHS; echo SECTION_MARK; sha256sum PATHS``: a path missing on the
+    host is absent from the result."""
+    stats, _, sums = output.partition(SECTION_MARK)
+    facts = stat_lines(stats)
+    for line in sums.splitlines():
+        digest, _, name = line.partition("  ")
+        if name in facts and re.fullmatch(r"[0-9a-f]{64}", digest):
+            old = facts[name]
+            facts[name] = FileFacts(old.kind, old.mode, old.owner, old.group, digest)
+    return facts
+
+
+def fail2ban_jails(output: str) -> list[str]:
+    """``fail2ban-client status``: the jail list."""
+    match = re.search(r"Jail list:\s*(.*)$", output, re.M)
+    return [j.strip() for j in match.group(1).split(",") if j.strip()] if match else []
+
+
+def logrotate_errors(output: str) -> list[str]:
+    """The ``error:`` lines of ``logrotate -d``."""
+    return [line.strip() for line in output.splitlines() if line.strip().startswith("error:")]
+
+
+class CommandHost(Protocol):
+    def run(self, command: str, *args: str) -> Any: ...
+
+
+def read_file_facts(host: CommandHost, paths: Sequence[str], *,
+                    checksums: bool = False) -> dict[str, FileFacts]:
+    """Stat (and hash) every path in one command; arguments quoted by testinfra."""
+    marks = " ".join(["%s"] * len(paths))
+    command = f"LC_ALL=C stat -c %s -- {marks}"
+    args = [STAT_FORMAT, *paths]
+    if checksums:
+        command += f"; echo %s; sha256sum -- {marks}"
+        args += [SECTION_MARK, *paths]
+    return file_facts(host.run(command, *args).stdout)

@@ -1,0 +1,292 @@
+"""Security: SSH, firewall, what listens, fail2ban, automatic updates, permissions, the app user.
+
+Each setting is read as the running daemon or tool sees it (``sshd -T``, ``ufw status``,
+``fail2ban-client``, ``apt-config dump``), not from the files that should have set it: a file
+that is right but not loaded fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from expectations import (
+    APP_ROOT,
+    APP_USER,
+    BACKEND_PORT,
+    CONFIG_DIR,
+    OPEN_TCP_PORTS,
+    Expectations,
+    for_run,
+)
+from host_facts import (
+    UfwStatus,
+    apt_config,
+    fail2ban_jails,
+    sshd_effective,
+    ufw_status,
+)
+from outside_connect import SharedConnects
+from testinfra.host import Host
+
+from choiros_infra.expect.probes import parse_ss_listening
+
+SECURITY_ORIGIN = "-security"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "sshd_directive" in metafunc.fixturenames:
+        metafunc.parametrize("sshd_directive", sorted(for_run(metafunc.config).sshd_settings()))
+
+
+# --- SSH -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sshd(host: Host) -> dict[str, list[str]]:
+    result = host.run("sshd -T")
+    assert result.rc == 0, f"sshd -T failed: {result.stderr}"
+    return sshd_effective(result.stdout)
+
+
+def test_sshd_effective_setting(sshd: dict[str, list[str]], expected: Expectations,
+                                sshd_directive: str) -> None:
+    """Runbook: 30-operations/04-security.md#the-layers-as-built
+
+    The running sshd has the drop-in's value.
+    """
+    want = expected.sshd_settings()[sshd_directive]
+    assert sshd.get(sshd_directive) == [want], (
+        f"sshd -T: {sshd_directive} is {sshd.get(sshd_directive)}, the drop-in says {want}")
+
+
+# --- firewall --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ufw(host: Host) -> UfwStatus:
+    return ufw_status(host.check_output("ufw status verbose"))
+
+
+def test_ufw_is_active(ufw: UfwStatus) -> None:
+    """Runbook: 30-operations/04-security.md#firewall-and-security-group
+
+    The firewall (ufw) is enabled.
+    """
+    assert ufw.active, "ufw status: not active"
+
+
+def test_ufw_denies_incoming_by_default(ufw: UfwStatus) -> None:
+    """Runbook: 30-operations/04-security.md#firewall-and-security-group
+
+    Default deny incoming, allow outgoing.
+    """
+    assert ufw.defaults.get("incoming") == "deny", ufw.defaults
+    assert ufw.defaults.get("outgoing") == "allow", ufw.defaults
+
+
+@pytest.mark.parametrize("port", OPEN_TCP_PORTS)
+def test_ufw_allows_port(ufw: UfwStatus, port: int) -> None:
+    """Runbook: 30-operations/04-security.md#firewall-and-security-group
+
+    22, 80 and 443 allowed from anywhere.
+    """
+    sources = {r.source for r in ufw.rules if r.port == f"{port}/tcp" and r.action == "ALLOW IN"}
+    assert {"Anywhere", "Anywhere (v6)"} <= sources, f"{port}/tcp allowed from {sources}"
+
+
+def test_ufw_allows_nothing_else(ufw: UfwStatus) -> None:
+    """Runbook: 30-operations/04-security.md#firewall-and-security-group
+
+    No allow rule beyond 22, 80, 443.
+    """
+    allowed = {f"{p}/tcp" for p in OPEN_TCP_PORTS}
+    extra = [f"{r.to} {r.action} {r.source}" for r in ufw.rules
+             if r.action.startswith("ALLOW") and r.port not in allowed]
+    assert not extra, f"ufw allows more than {sorted(allowed)}: {extra}"
+
+
+# --- what listens, and what answers from outside ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listening(host: Host) -> list[tuple[str, int]]:
+    return parse_ss_listening(host.check_output("ss --numeric --listening --tcp"))
+
+
+def _exposed(listening: list[tuple[str, int]]) -> set[int]:
+    """Ports bound to something other than loopback."""
+    return {port for address, port in listening
+            if address not in ("127.0.0.1", "::1") and not address.startswith("127.")}
+
+
+@pytest.fixture(scope="module")
+def from_outside(outside: str, listening: list[tuple[str, int]],
+                 connects: SharedConnects) -> dict[int, tuple[bool, str]]:
+    """Every interesting port tried from here: the tries were started at collection and run
+    side by side, since a closed port costs the whole connect timeout (the firewall drops)."""
+    ports = sorted(set(OPEN_TCP_PORTS) | {BACKEND_PORT} | _exposed(listening))
+    for port in ports:
+        connects.start(outside, port)
+    return {port: connects(outside, port) for port in ports}
+
+
+def test_only_expected_ports_listen_beyond_loopback(listening: list[tuple[str, int]]) -> None:
+    """Runbook: 90-reference/host-reference.md#ports
+
+    Only SSH, Caddy and the backend listen on non-loopback addresses (the backend binds every
+    interface; ufw keeps it in).
+    """
+    unexpected = sorted(_exposed(listening) - {*OPEN_TCP_PORTS, BACKEND_PORT})
+    assert not unexpected, (
+        f"listening beyond loopback on {unexpected}: "
+        f"{sorted((a, p) for a, p in listening if p in unexpected)}")
+
+
+@pytest.mark.parametrize("port", OPEN_TCP_PORTS)
+def test_served_port_is_open_from_outside(from_outside: dict[int, tuple[bool, str]],
+                                          expected: Expectations, port: int) -> None:
+    """Runbook: 90-reference/host-reference.md#ports
+
+    SSH and Caddy answer from outside.
+    """
+    if port not in expected.served_ports:
+        pytest.skip(f"tls_mode {expected.tls_mode}: nothing serves {port}")
+    is_open, observed = from_outside[port]
+    assert is_open, f"port {port} from outside: {observed}"
+
+
+def test_backend_port_is_closed_from_outside(from_outside: dict[int, tuple[bool, str]],
+                                             listening: list[tuple[str, int]]) -> None:
+    """Runbook: 90-reference/host-reference.md#ports
+
+    The backend (8080) is reached through Caddy only.
+    """
+    assert any(p == BACKEND_PORT for _, p in listening), "the backend is not listening at all"
+    is_open, observed = from_outside[BACKEND_PORT]
+    assert not is_open, f"port {BACKEND_PORT} from outside: {observed}"
+
+
+def test_other_listeners_are_closed_from_outside(from_outside: dict[int, tuple[bool, str]],
+                                                 listening: list[tuple[str, int]]) -> None:
+    """Runbook: 90-reference/host-reference.md#ports
+
+    Whatever else listens is not reachable from outside.
+    """
+    others = _exposed(listening) - {*OPEN_TCP_PORTS, BACKEND_PORT}
+    reachable = {p: from_outside[p][1] for p in sorted(others) if from_outside[p][0]}
+    assert not reachable, f"reachable from outside: {reachable}"
+
+
+# --- fail2ban --------------------------------------------------------------------------------
+
+
+def _jail_value(host: Host, key: str) -> str:
+    return host.check_output("fail2ban-client get sshd %s", key).strip()
+
+
+def test_fail2ban_sshd_jail_is_running(host: Host) -> None:
+    """Runbook: 30-operations/04-security.md#the-layers-as-built
+
+    The sshd jail is up.
+    """
+    jails = fail2ban_jails(host.check_output("fail2ban-client status"))
+    assert "sshd" in jails, f"fail2ban jails: {jails}"
+
+
+@pytest.mark.parametrize("key", ["bantime", "findtime", "maxretry"])
+def test_fail2ban_sshd_jail_value(host: Host, expected: Expectations, key: str) -> None:
+    """Runbook: 30-operations/04-security.md#the-layers-as-built
+
+    The jail bans for 3600 s after 3 failures within 600 s.
+    """
+    want = str(getattr(expected.spec.fail2ban, key))
+    assert _jail_value(host, key) == want, f"fail2ban sshd {key}: expected {want}"
+
+
+def test_fail2ban_sshd_jail_reads_the_journal(host: Host) -> None:
+    """Runbook: 30-operations/04-security.md#the-layers-as-built
+
+    Backend systemd (Debian 12 has no auth.log).
+    """
+    result = host.run("fail2ban-client get sshd journalmatch")
+    assert result.rc == 0, f"the sshd jail has no journal backend: {result.stdout}{result.stderr}"
+    assert "sshd" in result.stdout, f"journal match: {result.stdout.strip()}"
+
+
+def test_fail2ban_bans_through_ufw(host: Host) -> None:
+    """Runbook: 30-operations/04-security.md#the-layers-as-built
+
+    Bans are ufw rules.
+    """
+    actions = _jail_value(host, "actions")
+    assert "ufw" in actions.split(), f"sshd jail actions: {actions}"
+
+
+# --- unattended upgrades ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apt(host: Host) -> dict[str, list[str]]:
+    return apt_config(host.check_output("apt-config dump"))
+
+
+def test_unattended_upgrades_take_security_updates_only(apt: dict[str, list[str]]) -> None:
+    """Runbook: 30-operations/04-security.md#security-updates
+
+    Security origin only.
+    """
+    origins = [o for o in apt.get("Unattended-Upgrade::Origins-Pattern", []) if o]
+    assert origins, "no Unattended-Upgrade::Origins-Pattern"
+    assert all(SECURITY_ORIGIN in o for o in origins), f"origins: {origins}"
+    allowed = [o for o in apt.get("Unattended-Upgrade::Allowed-Origins", []) if o]
+    assert not allowed, f"Unattended-Upgrade::Allowed-Origins also set: {allowed}"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("Unattended-Upgrade::Automatic-Reboot", "false"),
+    ("Unattended-Upgrade::Remove-Unused-Dependencies", "true"),
+    ("APT::Periodic::Update-Package-Lists", "1"),
+    ("APT::Periodic::Unattended-Upgrade", "1"),
+])
+def test_unattended_upgrades_setting(apt: dict[str, list[str]], key: str, value: str) -> None:
+    """Runbook: 30-operations/04-security.md#security-updates
+
+    No automatic reboot, unused dependencies removed, the daily run enabled.
+    """
+    assert apt.get(key) == [value], f"apt-config: {key} is {apt.get(key)}, expected {value!r}"
+
+
+# --- permissions and the app user ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("root", [APP_ROOT, CONFIG_DIR])
+def test_nothing_world_writable(host: Host, root: str) -> None:
+    """Runbook: 90-reference/host-reference.md#paths
+
+    Nothing under the app's directories is world-writable.
+    """
+    found = host.check_output("find %s -xdev -perm -0002 ! -type l", root)
+    assert not found.strip(), f"world-writable under {root}:\n{found}"
+
+
+def test_app_user_has_no_sudo(host: Host) -> None:
+    """Runbook: 90-reference/host-reference.md#users
+
+    The app user choiros may not use sudo.
+    """
+    groups = host.user(APP_USER).groups
+    assert not {"sudo", "admin", "wheel"} & set(groups), f"{APP_USER} groups: {groups}"
+    listing = host.check_output("sudo -l -U %s", APP_USER)
+    assert "is not allowed to run sudo" in listing, listing
+
+
+def test_app_user_cannot_log_in(host: Host) -> None:
+    """Runbook: 90-reference/host-reference.md#users
+
+    The app user choiros: system user, nologin shell, locked password.
+    """
+    user = host.user(APP_USER)
+    assert user.exists, f"no user {APP_USER}"
+    assert user.shell == "/usr/sbin/nologin", f"{APP_USER} shell: {user.shell}"
+    assert user.uid < 1000, f"{APP_USER} uid {user.uid} is not a system uid"
+    status = host.check_output("passwd --status %s", APP_USER).split()
+    assert status[1:2] == ["L"], f"passwd --status {APP_USER}: {' '.join(status)}"

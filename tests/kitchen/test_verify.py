@@ -1,0 +1,144 @@
+"""`choiros-infra verify` against a real ChoirOS host: it passes on a fresh kitchen, and a hand
+edit of a managed file, a stopped service and an opened port each fail it with the specific
+check named in the report. One host for the module; each case restores the host after itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import host_name
+from typer.testing import CliRunner
+
+from choiros_infra.cli import app
+from choiros_infra.kitchen_cmd import kitchen_app
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.verify import PROJECT_ROOT, CheckResult, HostAccess, read_junit
+from choiros_infra.verify_cmd import execute
+from kitchen import lifecycle
+from kitchen.state import HostState
+
+pytestmark = pytest.mark.kitchen
+
+EDITED = "/etc/fail2ban/jail.local"  # fail2ban is not reloaded: the edit is only drift
+
+
+@pytest.fixture(scope="module")
+def host(stack_file: Path) -> Iterator[HostState]:
+    name = host_name("verify")
+    try:
+        yield stack_up(name, stack_file)
+    finally:
+        lifecycle.destroy(name)
+
+
+def on_host(host: HostState, *argv: str) -> None:
+    result = lifecycle.exec_in(host.name, list(argv))
+    assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
+
+
+def wait_until(what: str, holds: Callable[[], bool], deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while not holds():
+        if time.monotonic() > end:
+            pytest.fail(f"the host did not recover within {deadline:g}s: {what}")
+        time.sleep(0.5)
+
+
+def backend_healthy(host: HostState) -> bool:
+    result = lifecycle.exec_in(host.name, ["curl", "-fsS", "http://127.0.0.1:8080/health"])
+    return result.returncode == 0
+
+
+def run_verify(host: HostState, out: Path, stack_file: Path,
+               ) -> tuple[int, list[CheckResult], str]:
+    """verify through its front door with the host's key: exit code, checks, report."""
+    junit, report = out / "junit.xml", out / "report.md"
+    access = HostAccess(url=f"ssh://{host.ssh_user}@{host.address}",
+                        ssh_key=Path(host.ssh_key))
+    code = execute(access, stack_file, "kitchen", junit=junit, report=report,
+                   known_hosts=Path(host.known_hosts))
+    return code, read_junit(junit), report.read_text()
+
+
+def failed(results: list[CheckResult]) -> set[str]:
+    return {r.title for r in results if r.bad}
+
+
+def test_verify_passes_on_a_fresh_kitchen(host: HostState, tmp_path: Path,
+                                          stack_file: Path) -> None:
+    junit, report = tmp_path / "junit.xml", tmp_path / "report.md"
+    result = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"), "verify",
+         "--host", f"ssh://{host.ssh_user}@{host.address}", "--ssh-key", host.ssh_key,
+         "--known-hosts", host.known_hosts, "--stack-file", str(stack_file),
+         "--target", "kitchen", "--junit", str(junit), "--report", str(report)],
+        capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    checks = read_junit(junit)
+    assert len(checks) >= 150
+    assert not failed(checks)
+    text = report.read_text()
+    assert "**PASSED**: 0 of" in text
+    assert "30-operations/04-security.md" in text  # suites grouped by their runbook
+    assert "50-testing/expect-grammar.md" in text  # runbook statements in the same run
+
+
+def test_a_hand_edited_managed_file_fails_by_path(host: HostState, tmp_path: Path,
+                                                  stack_file: Path) -> None:
+    on_host(host, "cp", "-a", EDITED, f"{EDITED}.verify-backup")
+    try:
+        on_host(host, "sh", "-c", f"echo '# edited by hand' >> {EDITED}")
+        code, checks, report = run_verify(host, tmp_path, stack_file)
+    finally:
+        on_host(host, "mv", f"{EDITED}.verify-backup", EDITED)
+    assert code == 1
+    assert failed(checks) == {f"test_managed_file[{EDITED}]"}
+    assert f"**FAIL** `test_managed_file[{EDITED}]`" in report
+    assert f"{EDITED}: content changed (sha256" in report
+
+
+def test_a_stopped_service_fails_the_service_checks(host: HostState, tmp_path: Path,
+                                                    stack_file: Path) -> None:
+    on_host(host, "systemctl", "stop", "choiros-backend")
+    try:
+        junit, report = tmp_path / "junit.xml", tmp_path / "report.md"
+        result = CliRunner().invoke(kitchen_app, ["verify", "--name", host.name, "--junit",
+                                                  str(junit), "--report", str(report)])
+    finally:
+        on_host(host, "systemctl", "start", "choiros-backend")
+        wait_until("backend /health", lambda: backend_healthy(host))
+    assert result.exit_code == 1, result.output
+    titles = failed(read_junit(junit))
+    assert "test_service_is_enabled_and_running[choiros-backend.service]" in titles
+    assert "service choiros-backend: enabled, running" in titles  # the runbooks' statement
+    text = report.read_text()
+    assert "**FAIL** `test_service_is_enabled_and_running[choiros-backend.service]`" in text
+    assert "choiros-backend.service is not running" in text
+    assert "service choiros-backend: expected running, observed inactive" in text
+
+
+def test_an_opened_port_fails_the_firewall_checks(host: HostState, tmp_path: Path,
+                                                  stack_file: Path) -> None:
+    on_host(host, "ufw", "allow", "8080/tcp")  # the backend listens on 0.0.0.0:8080
+    try:
+        code, checks, report = run_verify(host, tmp_path, stack_file)
+    finally:
+        on_host(host, "ufw", "delete", "allow", "8080/tcp")
+    assert code == 1
+    titles = failed(checks)
+    assert {"test_backend_port_is_closed_from_outside", "test_ufw_allows_nothing_else"} <= titles
+    assert "port 8080: closed from outside" in titles
+    assert "port 8080 from outside: open (connected to" in report
+    assert "ufw allows more than" in report
+
+
+def test_the_host_passes_again_after_the_cases(host: HostState, stack_file: Path) -> None:
+    """Every case restored what it changed (checked through `choiros-infra kitchen verify`)."""
+    result = CliRunner().invoke(app, ["kitchen", "verify", "--name", host.name,
+                                      "--stack-file", str(stack_file)])
+    assert result.exit_code == 0, result.output
