@@ -13,7 +13,7 @@ from infra.config_reference import END, START, embed
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = [ROOT / "README.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs/runbooks/90-reference/configuration.md"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)

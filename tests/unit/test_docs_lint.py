@@ -1,0 +1,166 @@
+"""The runbooks under docs/runbooks hold together: indexed, linked, structured, and checkable.
+
+- every runbook is linked from docs/runbooks/README.md (the index);
+- relative links in the runbooks and in the repository's README.md resolve to files (anchors
+  are not checked);
+- a procedure (any runbook outside 90-reference/) has the sections PROCEDURE_SECTIONS as
+  ``## `` headings, each once and in that order; a reference page (90-reference/) has
+  ``## Purpose``;
+- every runbook has exactly one ``Last verified:`` line, in the form CI rewrites;
+- every runbook has an expect block, or a line starting ``No expect block:`` saying why not;
+- every expect statement parses (choiros_infra.expect.lint_runbooks).
+
+The expect grammar (50-testing/expect-grammar.md) is maintained with the expect engine: it is
+indexed and link-checked, and its expect block is checked like any other, but the section and
+"Last verified" rules do not apply to it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from choiros_infra.expect import RunbookSyntaxError, lint_runbooks, parse_file
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNBOOKS = ROOT / "docs" / "runbooks"
+INDEX = RUNBOOKS / "README.md"
+REFERENCE_DIR = "90-reference"
+GRAMMAR = "50-testing/expect-grammar.md"
+
+PROCEDURE_SECTIONS = ("Purpose", "When to use", "Prerequisites", "Steps", "Verify", "Roll back")
+REFERENCE_SECTIONS = ("Purpose",)
+
+# `never`, or a date and what it was verified against, e.g. "2026-11-25 against kitchen".
+LAST_VERIFIED = re.compile(
+    r"^Last verified: (never|\d{4}-\d{2}-\d{2} against [\w.:@-]+) \(updated by CI\)$")
+NO_EXPECT = re.compile(r"^No expect block: \S")
+OPEN_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+HEADING = re.compile(r"^## (.+?)\s*#*\s*$")
+INLINE_CODE = re.compile(r"(`+).+?\1")
+LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def runbook_paths() -> list[Path]:
+    """Every Markdown file under docs/runbooks except the index."""
+    return sorted(p for p in RUNBOOKS.rglob("*.md") if p != INDEX)
+
+
+def name(path: Path) -> str:
+    return path.relative_to(RUNBOOKS).as_posix()
+
+
+def prose(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with inline code removed."""
+    lines: list[tuple[int, str]] = []
+    fence: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if fence is not None:
+            if stripped.startswith(fence) and not stripped.lstrip(fence[0]):
+                fence = None
+            continue
+        opened = OPEN_FENCE.match(line)
+        if opened:
+            fence = opened.group(1)
+            continue
+        lines.append((number, INLINE_CODE.sub("", line)))
+    return lines
+
+
+def relative_links(path: Path) -> list[tuple[int, str]]:
+    """(line, target) of every link in prose that points at a file, not a URL or an anchor."""
+    found = []
+    for number, line in prose(path.read_text(encoding="utf-8")):
+        for match in LINK.finditer(line):
+            target = match.group(1)
+            if target.startswith("#") or SCHEME.match(target):
+                continue
+            found.append((number, target))
+    return found
+
+
+def resolve(path: Path, target: str) -> Path:
+    return (path.parent / target.split("#", 1)[0]).resolve()
+
+
+RUNBOOK_IDS = [name(p) for p in runbook_paths()]
+STRUCTURED = [p for p in runbook_paths() if name(p) != GRAMMAR]
+
+
+def test_the_runbooks_exist() -> None:
+    assert INDEX.is_file(), f"{INDEX} is missing"
+    assert len(STRUCTURED) >= 7, "expected at least one runbook per taxonomy folder"
+    for folder in ("00-onboarding", "10-development", "20-deployment", "30-operations",
+                   "40-incident-response", "50-testing", "90-reference"):
+        assert any(p.parent.name == folder for p in STRUCTURED), f"no runbook in {folder}/"
+
+
+def test_every_runbook_is_linked_from_the_index() -> None:
+    linked = {resolve(INDEX, target) for _, target in relative_links(INDEX)}
+    missing = [name(p) for p in runbook_paths() if p.resolve() not in linked]
+    assert not missing, f"not linked from docs/runbooks/README.md: {missing}"
+
+
+@pytest.mark.parametrize("path", [INDEX, *runbook_paths(), ROOT / "README.md"],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(path: Path) -> None:
+    broken = [f"{path.relative_to(ROOT)}:{line}: {target}"
+              for line, target in relative_links(path) if not resolve(path, target).exists()]
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
+
+
+@pytest.mark.parametrize("path", STRUCTURED, ids=name)
+def test_runbook_has_its_sections_in_order(path: Path) -> None:
+    required = REFERENCE_SECTIONS if name(path).startswith(REFERENCE_DIR + "/") else (
+        PROCEDURE_SECTIONS)
+    headings = [m.group(1) for _, line in prose(path.read_text(encoding="utf-8"))
+                if (m := HEADING.match(line))]
+    present = [h for h in headings if h in required]
+    missing = [s for s in required if s not in headings]
+    assert not missing, f"{name(path)}: missing sections {missing} (have {headings})"
+    assert present == list(required), (
+        f"{name(path)}: sections must appear once each, in the order {list(required)}; "
+        f"found {present}")
+
+
+@pytest.mark.parametrize("path", STRUCTURED, ids=name)
+def test_runbook_has_one_last_verified_line(path: Path) -> None:
+    lines = [line for _, line in prose(path.read_text(encoding="utf-8"))
+             if line.startswith("Last verified:")]
+    assert len(lines) == 1, f"{name(path)}: expected one 'Last verified:' line, found {lines}"
+    assert LAST_VERIFIED.match(lines[0]), (
+        f"{name(path)}: {lines[0]!r} is not 'Last verified: never (updated by CI)' or "
+        "'Last verified: YYYY-MM-DD against TARGET (updated by CI)'")
+
+
+@pytest.mark.parametrize("path", runbook_paths(), ids=name)
+def test_runbook_has_an_expect_block_or_says_why_not(path: Path) -> None:
+    try:
+        statements = parse_file(path, RUNBOOKS)
+    except RunbookSyntaxError as exc:
+        pytest.fail("\n".join(str(e) for e in exc.errors), pytrace=False)
+    reasons = [line for _, line in prose(path.read_text(encoding="utf-8"))
+               if NO_EXPECT.match(line)]
+    assert statements or reasons, (
+        f"{name(path)}: no expect block; add one, or a line 'No expect block: <why>'")
+
+
+def test_every_expect_statement_parses() -> None:
+    errors = lint_runbooks(RUNBOOKS)
+    assert not errors, "\n".join(str(e) for e in errors)
+
+
+def test_prose_ignores_fences_and_inline_code() -> None:
+    text = "\n".join([
+        "# T", "see [a](a.md) and `[b](b.md)`", "````markdown", "```expect",
+        "service x: running", "```", "````", "  ```sh", "[c](c.md)", "  ```", "[d](d.md#x)",
+    ])
+    lines = [line for _, line in prose(text)]
+    targets = [m.group(1) for line in lines for m in LINK.finditer(line)]
+    assert targets == ["a.md", "d.md#x"]
