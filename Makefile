@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || python3 -m venv $(VENV) || { \
+	  echo "Error: cannot create $(VENV)"; echo "Try: apt-get install python3-venv"; exit 2; }
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
@@ -22,15 +23,15 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-unit: setup system-deps
+unit: system-deps setup
 	$(VENV)/bin/pytest -m unit -q
 
 # The whole suite: lint, unit tests, then the kitchen tests (boots real local hosts).
-test: setup system-deps lint
+test: system-deps setup lint
 	$(VENV)/bin/pytest -q
 
 # (Re)creates the local host named "default" from Pulumi.example.yaml, verifies it, leaves it up.
-kitchen: setup system-deps
+kitchen: system-deps setup
 	$(VENV)/bin/choiros-infra kitchen up --replace
 	$(VENV)/bin/choiros-infra kitchen verify
 

@@ -55,7 +55,7 @@ def cycle(name: str) -> dict[str, Any]:
         st = stack_up(name, STACK_FILE, progress=record)
         mark = time.monotonic()
         access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
-        verify_code = run_suites(access, STACK_FILE, "kitchen", ("-q", "-p", "no:terminal"))
+        verify_code = run_suites(access, STACK_FILE, "kitchen", ("-p", "no:terminal"))
         phases["verify"] = round(time.monotonic() - mark, 2)
     finally:
         mark = time.monotonic()

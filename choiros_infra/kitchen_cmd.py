@@ -27,8 +27,15 @@ from rich.status import Status
 from rich.table import Table
 
 from choiros_infra.errors import fail_config
-from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import HostAccess, run_suites
+from choiros_infra.kitchen_drill import DrillResult, run_drill
+from choiros_infra.kitchen_stack import (
+    DEFAULT_STACK_FILE,
+    built_from,
+    replace_host,
+    stack_up,
+)
+from choiros_infra.verify import KITCHEN_WORKERS, HostAccess
+from choiros_infra.verify_cmd import execute
 from infra.config import ConfigError
 from kitchen import cloud, lifecycle, preflight
 from kitchen.errors import KitchenError, UsageError
@@ -39,7 +46,6 @@ from kitchen.state import HostState
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
 DEFAULT_NAME = "default"
-DEFAULT_STACK_FILE = Path("Pulumi.example.yaml")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -146,6 +152,18 @@ def _summary(st: HostState) -> None:
 
 StackFileOption = Annotated[Path, typer.Option(
     "--stack-file", help="Stack file the host is built from (its kitchen rendering).")]
+BuiltFromOption = Annotated[Path | None, typer.Option(
+    "--stack-file", help="Stack file the host was built from (default: the one `kitchen up` "
+    "used).", show_default=False)]
+
+
+def _built_from(name: str, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    try:
+        return built_from(lifecycle.status(name))
+    except KitchenError as exc:
+        _fail(exc)
 
 
 def _up(name: str, stack_file: Path) -> HostState:
@@ -182,24 +200,42 @@ def up(name: NameOption = DEFAULT_NAME,
                  f"  destroy: choiros-infra kitchen destroy --name {name}")
 
 
-def _verify(name: str, stack_file: Path, extra: tuple[str, ...]) -> int:
+def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
+            junit: Path | None = None, report: Path | None = None,
+            workers: int = KITCHEN_WORKERS) -> int:
+    """``choiros-infra verify`` against a kitchen host, through the host's own ssh_config."""
     try:
         st = lifecycle.status(name)
         lifecycle.running_guest(name)
     except KitchenError as exc:
         _fail(exc)
     access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
-    return run_suites(access, stack_file, "kitchen", extra)
+    return execute(access, stack_file, "kitchen", junit=junit, report=report, workers=workers,
+                   extra=extra)
 
 
 @kitchen_app.command(context_settings={"allow_interspersed_args": False})
 def verify(name: NameOption = DEFAULT_NAME,
-           stack_file: StackFileOption = DEFAULT_STACK_FILE,
+           stack_file: BuiltFromOption = None,
+           junit: Annotated[Path | None, typer.Option(
+               "--junit", help="Write the results as JUnit XML to this file.")] = None,
+           report: Annotated[Path | None, typer.Option(
+               "--report", help="Write the Markdown report (by runbook) to this file.")]
+               = None,
+           workers: Annotated[int, typer.Option(
+               "--workers", min=0, help="Parallel pytest workers; 0 runs serially.")]
+               = KITCHEN_WORKERS,
            pytest_args: Annotated[list[str] | None, typer.Argument(
                help="Extra pytest arguments (after --), e.g. -k health.")] = None) -> None:
-    """Run the host suites (tests/infra) against a kitchen host. Exit code: pytest's."""
+    """Run `choiros-infra verify` against a kitchen host: the host suites, the runbook
+    expectations and the managed-file check.
+
+    Exit codes: 0 every check passed, 1 a check failed, 2 the verify could not run.
+    """
     _prerequisites()
-    raise typer.Exit(_verify(name, stack_file, tuple(pytest_args or ())))
+    raise typer.Exit(_verify(name, _built_from(name, stack_file), tuple(pytest_args or ()),
+                             junit=junit,
+                             report=report, workers=workers))
 
 
 @kitchen_app.command()
@@ -306,3 +342,69 @@ def destroy(
         stderr.print(f"destroyed {target}" if existed else f"nothing to destroy for {target}")
     except KitchenError as exc:
         _fail(exc)
+
+
+@kitchen_app.command("replace")
+def replace_(name: NameOption = DEFAULT_NAME,
+             stack_file: BuiltFromOption = None,
+             hard: Annotated[bool, typer.Option(
+                 "--hard", help="Kill every process of the host at once (a lost instance) "
+                 "instead of an orderly shutdown.")] = False) -> None:
+    """Replace a kitchen host by a new one from the stack, as a config change replaces the EC2
+    instance: the old host goes first, the new one restores its database at boot.
+
+    Exit codes: 0 replaced and converged, 1 the new host failed, 2 the command could not run.
+    """
+    _prerequisites()
+    built = _built_from(name, stack_file)
+    try:
+        st = _run_phased(lambda printer: replace_host(name, built, hard=hard,
+                                                      progress=printer),
+                         f"see `choiros-infra kitchen status --name {name}`")
+    except ConfigError as error:
+        fail_config(error)
+    if st is not None:
+        _summary(st)
+
+
+@kitchen_app.command()
+def drill(stack_file: StackFileOption = DEFAULT_STACK_FILE,
+          db_mb: Annotated[int, typer.Option(
+              "--db-mb", min=0, help="Grow the database by this many MiB first (through the "
+              "app, 0.9 MiB events).")] = 0,
+          write_seconds: Annotated[float, typer.Option(
+              "--write-seconds", min=1, help="How long events are written before the kill.")]
+          = 10.0,
+          as_json: Annotated[bool, typer.Option(
+              "--json", help="Print JSON: rpo_seconds, rto_seconds, events_acknowledged, "
+              "events_lost, db_bytes, restore_seconds, fill_seconds, stack, host.")] = False,
+          ) -> None:
+    """Restore drill: boot a throwaway host (a copy of the stack named drill-<hex>), write
+    events continuously, kill the host hard, replace it, and measure RPO and RTO.
+
+    The host and the throwaway stack's buckets are removed afterwards.
+    Exit codes: 0 measured, 1 the drill failed, 2 the command could not run.
+    """
+    _prerequisites()
+    printer = PhasePrinter(stderr)
+    try:
+        with _interruptible():
+            result: DrillResult = run_drill(stack_file, db_mb=db_mb,
+                                            write_seconds=write_seconds, progress=printer)
+    except ConfigError as error:
+        fail_config(error)
+    except KitchenError as exc:
+        printer.close()
+        _fail(exc)
+    except KeyboardInterrupt:
+        printer.close()
+        stderr.print("[bold red]Error:[/] interrupted; the drill host and its stack were "
+                     "removed", markup=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        printer.close()
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+        return
+    for key, value in result.as_dict().items():
+        stdout.print(f"{key:<20} {value}")

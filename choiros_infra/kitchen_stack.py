@@ -2,24 +2,32 @@
 and the host booted from the stack's kitchen rendering.
 
 The kitchen cloud gets what ``pulumi up`` and the operator would have put in AWS: the two
-buckets, the SSM parameters the stack names (with test values), and the release named by
-``choiros:app_version`` (the stand-in app, built here) in the artifacts bucket. The host then
-converges exactly as an EC2 instance would.
+buckets, the host's artifacts (host tools and the pinned Litestream binary, as the Pulumi
+program uploads them), the SSM parameters the stack names (with test values), and the release
+named by ``choiros:app_version`` (the stand-in app, built here) in the artifacts bucket. The
+host then converges exactly as an EC2 instance would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import tempfile
 from pathlib import Path
 
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
-from kitchen import cloud, lifecycle
+from kitchen import cgroups, cloud, container, lifecycle
+from kitchen import state as host_state
+from kitchen.artifacts import publish_artifacts
 from kitchen.errors import UsageError
 from kitchen.lifecycle import Progress
 from kitchen.release import build_release, upload_release
 from kitchen.state import HostState
+from provisioning.render import published_artifacts
+
+DEFAULT_STACK_FILE = Path("Pulumi.example.yaml")
 
 
 def test_secret_value(parameter: str) -> str:
@@ -32,6 +40,7 @@ def seed_stack(cfg: StackConfig) -> None:
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     cloud.seed_cloud([names.artifacts, names.backups],
                      {p: test_secret_value(p) for p in cfg.secrets}, region=cfg.region)
+    publish_artifacts(cloud.aws_client("s3", cfg.region), names.artifacts, published_artifacts())
     if cfg.app_version is not None:
         with tempfile.TemporaryDirectory(prefix="choiros-release-") as out:
             tarball = build_release(cfg.app_version, Path(out))
@@ -50,7 +59,67 @@ def load_kitchen_stack(stack_file: Path) -> StackConfig:
 
 def stack_up(name: str, stack_file: Path, progress: Progress | None = None) -> HostState:
     """Boot kitchen host ``name`` from ``stack_file``'s kitchen rendering."""
-    cfg = load_kitchen_stack(stack_file)
+    return _boot(name, stack_file, load_kitchen_stack(stack_file), progress)
+
+
+def _boot(name: str, stack_file: Path, cfg: StackConfig,
+          progress: Progress | None) -> HostState:
     user_data = rendering_for(cfg, TargetChoice.kitchen).user_data
-    return lifecycle.up(name, user_data, progress=progress,
-                        prepare_cloud=lambda _info: seed_stack(cfg))
+    st = lifecycle.up(name, user_data, progress=progress,
+                      prepare_cloud=lambda _info: seed_stack(cfg), replica=replica_of(cfg))
+    st.stack_file = str(stack_file.resolve())
+    host_state.save(st)
+    return st
+
+
+def built_from(st: HostState) -> Path:
+    """The stack file a kitchen host was built from (the example stack for older hosts)."""
+    return Path(st.stack_file) if st.stack_file else DEFAULT_STACK_FILE
+
+
+def replica_of(cfg: StackConfig) -> str:
+    """Where a host of this stack replicates its database in the kitchen cloud."""
+    return f"s3://{bucket_names(cfg, KITCHEN_ACCOUNT).backups}/{cfg.backup_prefix}"
+
+
+# --- replacement and the restore drill ---------------------------------------------------
+
+def replace_host(name: str, stack_file: Path, *, hard: bool = False,
+                 progress: Progress | None = None) -> HostState:
+    """Replace kitchen host ``name`` by a new one from ``stack_file``, as ``pulumi up`` replaces
+    the instance when its user-data changes: the old host goes first (two hosts must never
+    replicate into one prefix), the new one restores the database at boot.
+
+    Soft: an orderly shutdown, so Litestream uploads what is pending. ``hard``: every process of
+    the host is killed at once, like a lost instance: only what was already in S3 survives.
+    """
+    cfg = load_kitchen_stack(stack_file)
+    st = lifecycle.status(name)
+    if hard:
+        cgroups.kill_all(name)
+    else:
+        container.stop(st.machine, st.pids.get("nspawn"), container.SHUTDOWN_TIMEOUT)
+    lifecycle.destroy(name, progress=progress)
+    return _boot(name, stack_file, cfg, progress)
+
+
+def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill") -> Path:
+    """A copy of ``stack_file`` under a fresh stack name ``<prefix>-<hex>``: its own buckets and
+    backup prefix, so a drill or a test never touches another host's backups."""
+    path = workdir / f"Pulumi.{prefix}-{secrets.token_hex(3)}.yaml"
+    path.write_text(stack_file.read_text())
+    load_kitchen_stack(path)
+    return path
+
+
+def remove_stack_objects(cfg: StackConfig) -> None:
+    """Delete the stack's buckets and everything in them from the kitchen cloud (moto keeps
+    S3 in memory)."""
+    s3 = cloud.aws_client("s3", cfg.region)
+    names = bucket_names(cfg, KITCHEN_ACCOUNT)
+    for bucket in (names.backups, names.artifacts):
+        with contextlib.suppress(s3.exceptions.ClientError, s3.exceptions.NoSuchBucket):
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            s3.delete_bucket(Bucket=bucket)

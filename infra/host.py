@@ -49,6 +49,8 @@ class ChoirHostArgs:
     user_data_base64: pulumi.Input[str]
     name_tag: str
     tags: Mapping[str, str]
+    # What must exist before the instance boots: the artifacts its first converge fetches.
+    boot_dependencies: Sequence[pulumi.Resource] = ()
 
 
 class ChoirHost(pulumi.ComponentResource):
@@ -105,7 +107,12 @@ class ChoirHost(pulumi.ComponentResource):
             disable_api_termination=args.termination_protection,
             monitoring=True,
             tags={**args.tags, "Name": args.name_tag},
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            # A newly published image must not replace a running host behind the operator's
+            # back: the image is taken when the host is created (or replaced for another
+            # reason); `pulumi up --replace <instance URN>` moves to the newest one on purpose.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True,
+                                        ignore_changes=["ami"],
+                                        depends_on=list(args.boot_dependencies)),
         )
         self.eip_association = aws.ec2.EipAssociation(
             f"{name}-eip-association",

@@ -56,7 +56,10 @@ def instance_policy(
         {
             "Sid": "BackupObjects",
             "Effect": "Allow",
-            "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            # Litestream uploads snapshots of a large database in parts; an interrupted
+            # upload is aborted (the bucket lifecycle also clears them after 7 days).
+            "Action": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+                       "s3:PutObject"],
             "Resource": f"{backups_bucket_arn}/{backup_prefix}*",
         },
         {

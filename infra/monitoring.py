@@ -1,9 +1,10 @@
 """Alarms for the host, and the SNS topic they notify.
 
 Every alarm is an :class:`AlarmSpec`, plain data; :func:`host_alarms` lists the built-in ones
-and :class:`Monitoring` turns each spec into a CloudWatch alarm wired to the topic. Later alarms
-(health endpoint, disk, memory, backup freshness, published by the host in the ``ChoirOS``
-namespace) are more specs passed in ``MonitoringArgs.extra_alarms``: no new wiring.
+and :class:`Monitoring` turns each spec into a CloudWatch alarm wired to the topic. Alarms on
+what the host publishes itself in the ``ChoirOS`` namespace (:func:`backup_freshness_alarm`;
+later health endpoint, disk, memory) are more specs passed in ``MonitoringArgs.extra_alarms``:
+no new wiring.
 """
 
 from __future__ import annotations
@@ -77,6 +78,29 @@ def host_alarms(instance_id: pulumi.Input[str]) -> list[AlarmSpec]:
             dimensions=on_instance,
         ),
     ]
+
+
+def backup_freshness_alarm(host: str, namespace: str, metric: str, stale_after_seconds: int,
+                           stale_minutes: int) -> AlarmSpec:
+    """The database backup is stale: the replica more than ``stale_after_seconds`` behind
+    every minute for ``stale_minutes`` minutes, or the host stopped publishing the metric
+    (its freshness timer publishes it every minute; missing data counts as stale)."""
+    return AlarmSpec(
+        key="backup-stale",
+        description=f"The database replica in S3 has been more than {stale_after_seconds}s "
+        f"behind for {stale_minutes} minutes, or {metric} stopped arriving: check "
+        "choiros-litestream.service and choiros-backup-freshness.timer on the host. See the "
+        "backup runbook.",
+        namespace=namespace,
+        metric_name=metric,
+        statistic="Maximum",
+        comparison_operator="GreaterThanThreshold",
+        threshold=stale_after_seconds,
+        period=60,
+        evaluation_periods=stale_minutes,
+        dimensions={"Host": host},
+        treat_missing_data="breaching",
+    )
 
 
 @dataclass(frozen=True)

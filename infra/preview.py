@@ -314,6 +314,12 @@ def shown(value: Any, key: str = "") -> Any:
     if key in HIDDEN_INPUTS and isinstance(value, str):
         digest = hashlib.sha256(value.encode()).hexdigest()
         return f"[sha256:{digest} {len(value)} chars]"
+    if isinstance(value, pulumi.StringAsset):
+        text = value.text if isinstance(value.text, str) else ""
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return f"[asset sha256:{digest} {len(text.encode())} bytes]"
+    if isinstance(value, pulumi.FileAsset):
+        return f"[file {value.path}]"
     if isinstance(value, Mapping):
         return {str(k): shown(v, str(k)) for k, v in sorted(value.items())}
     if isinstance(value, list | tuple):

@@ -14,13 +14,16 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.artifacts import HostArtifacts, HostArtifactsArgs
 from infra.config import StackConfig
 from infra.host import AMIS, ChoirHost, ChoirHostArgs
 from infra.iam import InstanceRole, InstanceRoleArgs
-from infra.monitoring import Monitoring, MonitoringArgs
+from infra.monitoring import Monitoring, MonitoringArgs, backup_freshness_alarm
 from infra.network import Network, NetworkArgs
 from infra.storage import Bucket, BucketArgs, bucket_name
 from infra.user_data import aws_user_data
+from provisioning.render import published_artifacts
+from provisioning.spec import BACKUP_AGE_METRIC, METRICS_NAMESPACE, BackupPolicy
 
 # Rendering is a pure function of the config and the bucket names; plan and the tests build the
 # same stack many times in one process.
@@ -64,6 +67,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         ),
         opts=on_aws,
     )
+    # The host tools and Litestream, fetched by the host's first converge: uploaded first.
+    host_artifacts = HostArtifacts(
+        f"{cfg.name}-artifacts-objects",
+        HostArtifactsArgs(bucket=artifacts.bucket, artifacts=published_artifacts(), tags=tags),
+        opts=on_aws,
+    )
     role = InstanceRole(
         f"{cfg.name}-iam",
         InstanceRoleArgs(
@@ -98,9 +107,11 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             user_data_base64=user_data,
             name_tag=cfg.name,
             tags=tags,
+            boot_dependencies=list(host_artifacts.objects.values()),
         ),
         opts=on_aws,
     )
+    policy = BackupPolicy()
     monitoring = Monitoring(
         f"{cfg.name}-alarms",
         MonitoringArgs(
@@ -109,6 +120,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             partition=partition,
             alert_email=cfg.alert_email,
             tags=tags,
+            extra_alarms=[
+                backup_freshness_alarm(cfg.name, METRICS_NAMESPACE, BACKUP_AGE_METRIC,
+                                       policy.stale_after_seconds, policy.stale_minutes),
+            ],
         ),
         opts=on_aws,
     )

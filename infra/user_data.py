@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from infra.config import StackConfig
 from infra.naming import bucket_name
 from provisioning.render import Rendering, render
-from provisioning.spec import HostSpec
+from provisioning.spec import BackupPolicy, HostSpec
 from provisioning.target import AWS, Target
 
 
@@ -42,6 +42,8 @@ def host_spec(cfg: StackConfig, artifacts_bucket: str, backups_bucket: str) -> H
         secrets=cfg.secrets,
         app_version=cfg.app_version,
         keep_releases=cfg.keep_releases,
+        backup=BackupPolicy(sync_interval_seconds=cfg.backup_sync_interval_seconds,
+                            retention_days=cfg.backup_retention_days),
     )
 
 

@@ -100,10 +100,19 @@ def _traces(name: str) -> list[str]:
     return found
 
 
-def _reserve(name: str) -> HostState:
-    """Claim ``name`` and a free host number, atomically with respect to other ``up``s."""
+def _reserve(name: str, replica: str = "") -> HostState:
+    """Claim ``name`` and a free host number, atomically with respect to other ``up``s; refuse
+    a second live host replicating into ``replica`` (as EC2's delete-before-replace does)."""
     paths = HostPaths(name)
     with locked(lock_file()):
+        for other in host_state.all_states():
+            if (replica and other.replica == replica and other.name != name
+                    and pid_alive(other.pids.get("nspawn"))):
+                raise UsageError(
+                    f"kitchen {other.name!r} already replicates its database into {replica}; "
+                    "two hosts must never write one backup",
+                    f"`{CLI} destroy --name {other.name}` first (its successor restores the "
+                    f"data at boot), or `{CLI} replace --name {other.name}`")
         existing = host_state.load(name)
         if existing is not None and pid_alive(existing.pids.get("nspawn")):
             raise UsageError(
@@ -129,7 +138,7 @@ def _reserve(name: str) -> HostState:
             ssh_port=SSH_PORT, machine=machine, hostname=machine, netns=net.netns,
             host_interface=net.host_interface, guest_interface=net.guest_interface,
             gateway=net.gateway, rootfs=str(paths.rootfs), known_hosts=str(paths.known_hosts),
-            console_log=str(paths.console_log),
+            console_log=str(paths.console_log), replica=replica,
         )
         _save(st)
     return st
@@ -143,6 +152,7 @@ def up(
     converge_timeout: float = CONVERGE_TIMEOUT,
     keep_failed: bool = True,
     prepare_cloud: Callable[[cloud.CloudInfo], None] | None = None,
+    replica: str = "",
 ) -> HostState:
     """Create, boot and converge kitchen host ``name`` from ``user_data`` (bytes, as EC2
     would get them, gzip or not); return its state once cloud-init finished and systemd runs.
@@ -151,12 +161,13 @@ def up(
     cloud-init or systemd reported failure; any other failure or interruption removes the
     half-created host before re-raising. ``prepare_cloud`` runs once the kitchen cloud is up,
     before the host boots: where the caller puts the buckets, parameters and release the
-    converge will fetch.
+    converge will fetch. ``replica`` (s3://bucket/prefix/) is where the host will replicate its
+    database; ``up`` refuses while another live host replicates there.
     """
     validate_name(name)
     with _phase(progress, "preflight"):
         preflight.check()
-        st = _reserve(name)
+        st = _reserve(name, replica)
     paths = HostPaths(name)
     net = network.HostNetwork(name, st.number)
     try:

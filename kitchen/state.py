@@ -60,6 +60,11 @@ class HostState:
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     error: str | None = None
+    # Where the host replicates its database (s3://bucket/prefix/), for hosts built from a
+    # stack: two live hosts must never replicate into one prefix.
+    replica: str = ""
+    # The stack file the host was built from: what `kitchen verify` and `replace` default to.
+    stack_file: str = ""
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)

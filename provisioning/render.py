@@ -3,6 +3,14 @@
 One rendering serves EC2 and the kitchen; they differ only in the settings ``Target`` names.
 The output is byte-for-byte deterministic (stable ordering, no timestamps, gzip mtime 0), so
 ``pulumi preview`` shows a user-data change only when the host really changes.
+
+Delivery: configuration files are written by cloud-init from the user-data (``inline``). The
+host tools and the pinned Litestream binary are ``artifacts``: the user-data lists their path,
+object key and sha256 in /etc/choiros/artifacts.json, and the converge's first step,
+``choiros-fetch-artifacts`` (inline, small), downloads and checks them from the artifacts
+bucket. That keeps the user-data far below EC2's 16 KB whatever the tools grow to, and EC2 and
+the kitchen install the binary the same way. :attr:`Rendering.artifacts` is what Pulumi and
+the kitchen publish; it is independent of the stack (see :func:`published_artifacts`).
 """
 
 from __future__ import annotations
@@ -14,15 +22,25 @@ from typing import Any
 
 import yaml
 
-from provisioning.files import ManagedFile
+from provisioning.artifacts import PINNED_BINARIES, Artifact, PinnedBinary, binary_artifact
+from provisioning.files import Delivery, ManagedFile
 from provisioning.spec import (
     APP_ROOT,
     APP_USER,
     BACKEND_PATHS,
     BACKEND_PORT,
     BACKEND_UNIT,
+    BACKUP_AGE_METRIC,
     CONFIG_DIR,
+    DATA_DIR,
+    DATABASE,
+    FRESHNESS_TIMER,
+    FRESHNESS_UNIT,
+    LITESTREAM_CONFIG,
+    LITESTREAM_UNIT,
+    METRICS_NAMESPACE,
     OPEN_TCP_PORTS,
+    RESTORE_UNIT,
     SECRETS_UNIT,
     HostSpec,
     TlsMode,
@@ -34,13 +52,21 @@ from provisioning.templates import host_tool_source, render_template
 EC2_USER_DATA_LIMIT = 16384
 
 CONVERGE_SCRIPT = "/usr/local/sbin/choiros-converge"
+FETCH_ARTIFACTS = "/usr/local/sbin/choiros-fetch-artifacts"
+ARTIFACTS_LIST = f"{CONFIG_DIR}/artifacts.json"
 
-# Host tools: install path -> source file in provisioning/host_tools.
+# Host tools: install path -> source file in provisioning/host_tools. All but the bootstrap
+# that fetches the others travel as artifacts.
 HOST_TOOLS: tuple[tuple[str, str], ...] = (
+    (FETCH_ARTIFACTS, "choiros-fetch-artifacts"),
     ("/usr/local/lib/choiros/choiros_host.py", "choiros_host.py"),
+    ("/usr/local/lib/choiros/choiros_backup.py", "choiros_backup.py"),
     ("/usr/local/bin/choiros-deploy", "choiros-deploy"),
     ("/usr/local/bin/choiros-rollback", "choiros-rollback"),
     ("/usr/local/sbin/choiros-secrets", "choiros-secrets"),
+    ("/usr/local/sbin/choiros-restore", "choiros-restore"),
+    ("/usr/local/sbin/choiros-restore-at-boot", "choiros-restore-at-boot"),
+    ("/usr/local/sbin/choiros-backup-freshness", "choiros-backup-freshness"),
 )
 
 # Caddy's signing key for its own apt repository (Ubuntu 22.04 has no caddy package).
@@ -53,19 +79,33 @@ CADDY_APT_SOURCE = (
 
 @dataclass(frozen=True)
 class Rendering:
-    """What the host gets: its managed files, and the user-data that puts them there."""
+    """What the host gets: its managed files, the pinned binaries, and the user-data that puts
+    them there."""
 
     target: str
     files: tuple[ManagedFile, ...]
     cloud_config: str
+    binaries: tuple[PinnedBinary, ...] = PINNED_BINARIES
 
     @property
     def user_data(self) -> bytes:
         """The exact bytes handed to the instance: gzip (mtime 0) of the cloud-config."""
         return gzip.compress(self.cloud_config.encode("utf-8"), compresslevel=9, mtime=0)
 
+    @property
+    def inline_files(self) -> tuple[ManagedFile, ...]:
+        return tuple(f for f in self.files if f.delivery == "inline")
+
+    @property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        """What must be in the artifacts bucket before the host converges, by key."""
+        return _artifacts(self.files, self.binaries)
+
     def manifest(self) -> list[dict[str, str]]:
-        return [f.manifest_entry() for f in self.files]
+        """Every file the host gets, however it is delivered, with mode, owner and sha256."""
+        binaries = [{"path": b.path, "mode": f"{b.mode:04o}", "owner": "root:root",
+                     "sha256": b.sha256, "delivery": "artifact"} for b in self.binaries]
+        return [f.manifest_entry() for f in self.files] + binaries
 
     def file(self, path: str) -> ManagedFile:
         for managed in self.files:
@@ -97,6 +137,15 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "health_timeout_seconds": spec.health_timeout_seconds,
         "keep_releases": spec.keep_releases,
         "env_file": f"{CONFIG_DIR}/backend.env",
+        "hostname": spec.hostname,
+        "app_user": APP_USER,
+        "database": DATABASE,
+        "expected_tables": list(spec.backup.expected_tables),
+        "litestream_config": LITESTREAM_CONFIG,
+        "litestream_unit": LITESTREAM_UNIT,
+        "sync_interval_seconds": spec.backup.sync_interval_seconds,
+        "metrics_namespace": METRICS_NAMESPACE,
+        "backup_age_metric": BACKUP_AGE_METRIC,
     }
     if target.aws_endpoint is not None:
         config["aws"] = {
@@ -126,6 +175,21 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "os": spec.os,
         "fail2ban": spec.fail2ban,
         "log_rotation": spec.log_rotation,
+        "hostname": spec.hostname,
+        "data_dir": DATA_DIR,
+        "database": DATABASE,
+        "restore_unit": RESTORE_UNIT,
+        "litestream_unit": LITESTREAM_UNIT,
+        "litestream_config": LITESTREAM_CONFIG,
+        "freshness_timer": FRESHNESS_TIMER,
+        "fetch_artifacts": FETCH_ARTIFACTS,
+        "metrics_namespace": METRICS_NAMESPACE,
+        "backup_age_metric": BACKUP_AGE_METRIC,
+        "backup": spec.backup,
+        "backups_bucket": spec.backups_bucket,
+        "replica_path": spec.backup_prefix.rstrip("/"),
+        "region": spec.region,
+        "aws_endpoint": target.aws_endpoint,
     }
 
     def tpl(name: str) -> str:
@@ -143,13 +207,50 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
                     tpl("unattended-upgrades.j2")),
         ManagedFile("/etc/apt/apt.conf.d/20auto-upgrades", tpl("auto-upgrades.j2")),
         ManagedFile("/etc/logrotate.d/choiros", tpl("logrotate.j2")),
+        ManagedFile(f"/etc/systemd/system/{RESTORE_UNIT}",
+                    tpl("choiros-restore-at-boot.service.j2")),
+        ManagedFile(f"/etc/systemd/system/{LITESTREAM_UNIT}",
+                    tpl("choiros-litestream.service.j2")),
+        ManagedFile(f"/etc/systemd/system/{FRESHNESS_UNIT}",
+                    tpl("choiros-backup-freshness.service.j2")),
+        ManagedFile(f"/etc/systemd/system/{FRESHNESS_TIMER}",
+                    tpl("choiros-backup-freshness.timer.j2")),
+        # Readable by the services that run as the app user; the kitchen's holds test keys.
+        ManagedFile(LITESTREAM_CONFIG, tpl("litestream.yml.j2"), mode=0o640, group=APP_USER),
         ManagedFile(f"{CONFIG_DIR}/host.json", _host_config(spec, target)),
         ManagedFile(CONVERGE_SCRIPT, tpl("choiros-converge.sh.j2"), mode=0o755),
     ]
+    tools = host_tool_files()
+    files.append(ManagedFile(ARTIFACTS_LIST, _artifacts_list(tools)))
+    return (*files, *tools)
+
+
+def host_tool_files() -> tuple[ManagedFile, ...]:
+    """The host tools, the same for every stack and target."""
+    files = []
     for path, source in HOST_TOOLS:
         mode = 0o644 if path.endswith(".py") else 0o755
-        files.append(ManagedFile(path, host_tool_source(source), mode=mode))
+        delivery: Delivery = "inline" if path == FETCH_ARTIFACTS else "artifact"
+        files.append(ManagedFile(path, host_tool_source(source), mode=mode, delivery=delivery))
     return tuple(files)
+
+
+def _artifacts(files: tuple[ManagedFile, ...],
+               binaries: tuple[PinnedBinary, ...]) -> tuple[Artifact, ...]:
+    found = [f.artifact() for f in files if f.delivery == "artifact"]
+    return (*found, *(binary_artifact(b) for b in binaries))
+
+
+def published_artifacts() -> tuple[Artifact, ...]:
+    """What Pulumi and the kitchen upload: every rendering's artifacts (they are the same for
+    every stack and target, which a unit test holds them to)."""
+    return _artifacts(host_tool_files(), PINNED_BINARIES)
+
+
+def _artifacts_list(tools: tuple[ManagedFile, ...]) -> str:
+    """/etc/choiros/artifacts.json: what choiros-fetch-artifacts installs, in order."""
+    entries = [a.entry() for a in _artifacts(tools, PINNED_BINARIES)]
+    return json.dumps(entries, indent=1, sort_keys=True) + "\n"
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -203,6 +304,7 @@ def _cloud_config(spec: HostSpec, target: Target, files: tuple[ManagedFile, ...]
             "content": f.content,
         }
         for f in files
+        if f.delivery == "inline"
     ]
     document["runcmd"] = [[CONVERGE_SCRIPT]]
     body = yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=100,

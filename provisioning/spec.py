@@ -20,6 +20,19 @@ BACKEND_UNIT = "choiros-backend.service"
 SECRETS_UNIT = "choiros-secrets.service"
 BACKEND_PORT = 8080
 
+# The backend's SQLite event store, and what keeps it safe: Litestream replicates it to the
+# backups bucket; restore-at-boot brings it back on a new host before the backend starts; the
+# freshness timer publishes how far the replica is behind.
+DATA_DIR = f"{APP_ROOT}/data"
+DATABASE = f"{DATA_DIR}/events.db"
+LITESTREAM_UNIT = "choiros-litestream.service"
+RESTORE_UNIT = "choiros-restore-at-boot.service"
+FRESHNESS_UNIT = "choiros-backup-freshness.service"
+FRESHNESS_TIMER = "choiros-backup-freshness.timer"
+LITESTREAM_CONFIG = f"{CONFIG_DIR}/litestream.yml"
+METRICS_NAMESPACE = "ChoirOS"
+BACKUP_AGE_METRIC = "BackupAgeSeconds"
+
 # Distro packages the host needs; nothing to compile: release artifacts are built elsewhere.
 # python3-systemd lets fail2ban read the journal (its systemd backend).
 BASE_PACKAGES: tuple[str, ...] = (
@@ -61,6 +74,29 @@ class LogRotation:
 
 
 @dataclass(frozen=True)
+class BackupPolicy:
+    """Continuous replication of the event store, and what a restored copy must contain.
+
+    ``sync_interval_seconds`` is Litestream's sync-interval: at most that much acknowledged
+    data is lost with the host (the RPO), and under continuous writes Litestream uploads one
+    object per interval (see ``templates/litestream.yml.j2`` for what that costs). Snapshots
+    are taken every ``snapshot_interval_hours`` and kept ``retention_days``, the same window
+    the bucket keeps old object versions, so any point in that window can be restored.
+    ``expected_tables`` are the tables a restore must find before it replaces anything (the
+    stand-in app's table is ``events``, see kitchen/fixture_app/sandbox.py).
+    """
+
+    sync_interval_seconds: int = 1
+    retention_days: int = 30
+    snapshot_interval_hours: int = 24
+    expected_tables: tuple[str, ...] = ("events",)
+    # The freshness alarm fires when the replica is more than this far behind for
+    # ``stale_minutes`` minutes in a row, or when the metric stops arriving that long.
+    stale_after_seconds: int = 60
+    stale_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """Everything that makes a ChoirOS host, independent of where it runs."""
 
@@ -79,6 +115,7 @@ class HostSpec:
     health_timeout_seconds: int = 30
     fail2ban: Fail2banPolicy = Fail2banPolicy()
     log_rotation: LogRotation = LogRotation()
+    backup: BackupPolicy = BackupPolicy()
 
     @property
     def admin_user(self) -> str:

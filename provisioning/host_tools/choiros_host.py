@@ -1,4 +1,5 @@
-"""Library of the ChoirOS host tools choiros-deploy, choiros-rollback and choiros-secrets.
+"""Library of the ChoirOS host tools choiros-deploy, choiros-rollback and choiros-secrets
+(and the shared part of choiros_backup.py: config, errors, AWS clients, health checks).
 
 Installed as /usr/local/lib/choiros/choiros_host.py. Needs only Debian 12's python3 and
 python3-boto3 (imported lazily: deploying a local tarball needs no boto3).
@@ -67,7 +68,7 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class Config:
-    """The host.json keys read here (others, like backups_bucket, are ignored)."""
+    """The host.json keys read here and by choiros_backup.py (unknown keys are ignored)."""
 
     region: str = ""
     artifacts_bucket: str = ""
@@ -79,6 +80,25 @@ class Config:
     keep_releases: int = 5
     env_file: Path = Path("/etc/choiros/backend.env")
     aws: dict[str, str] = field(default_factory=dict)  # kitchen: endpoint_url and keys
+    # The event store and its replica (choiros_backup.py).
+    hostname: str = ""
+    app_user: str = "choiros"
+    backups_bucket: str = ""
+    backup_prefix: str = ""
+    database: Path = Path("/opt/choiros/data/events.db")
+    expected_tables: tuple[str, ...] = ()
+    litestream: Path = Path("/usr/local/bin/litestream")
+    litestream_config: Path = Path("/etc/choiros/litestream.yml")
+    litestream_unit: str = "choiros-litestream.service"
+    sync_interval_seconds: float = 1.0
+    metrics_namespace: str = "ChoirOS"
+    backup_age_metric: str = "BackupAgeSeconds"
+
+    @property
+    def backend_logs(self) -> str:
+        """Where to look when the backend fails: it logs to files, not to the journal."""
+        logs = self.app_root / "logs"
+        return f"tail -n 100 {logs}/backend-error.log {logs}/backend.log"
 
 
 def load_config(path: str | None = None) -> Config:
@@ -330,7 +350,7 @@ def locked(root: Path) -> Iterator[None]:
 
 def go_live(cfg: Config, action: str, new: str, old: str | None, old_previous: str | None) -> int:
     """Make new current (old previous), restart, check; if unhealthy switch back, raise."""
-    root, logs = cfg.app_root, f"journalctl -u {cfg.backend_unit} -n 100"
+    root, logs = cfg.app_root, cfg.backend_logs
     switch(root, new, old)
     print(f"{action}: current -> {new} (was {old or 'none'}); restarting {cfg.backend_unit}")
     reason = restart_and_check(cfg)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import gzip
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from choiros_infra.kitchen_stack import remove_stack_objects, throwaway_stack
+from choiros_infra.verify import PROJECT_ROOT
+from infra.config import load_stack_file
 from kitchen import cloud, lifecycle, preflight
 from kitchen.errors import PrerequisiteError
 from kitchen.image import ensure_image
@@ -86,3 +90,16 @@ def main_host(kitchen_cloud: cloud.CloudInfo) -> Iterator[HostState]:
         yield lifecycle.up(name, gzip.compress(user_data(kitchen_cloud)))
     finally:
         lifecycle.destroy(name)
+
+
+@pytest.fixture(scope="module")
+def stack_file(kitchen_cloud: cloud.CloudInfo,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A throwaway copy of the example stack (own name, buckets and backup prefix), so a test
+    host never shares backups with another host; its objects leave the kitchen cloud after."""
+    path = throwaway_stack(PROJECT_ROOT / "Pulumi.example.yaml",
+                           tmp_path_factory.mktemp("stack"), prefix="kt")
+    try:
+        yield path
+    finally:
+        remove_stack_objects(load_stack_file(path))

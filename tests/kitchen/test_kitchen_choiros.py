@@ -14,24 +14,23 @@ import pytest
 from conftest import host_name
 
 from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import PROJECT_ROOT, HostAccess, run_suites
-from kitchen import cloud, lifecycle
+from choiros_infra.verify import HostAccess, run_suites
+from kitchen import lifecycle
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
 
-STACK_FILE = PROJECT_ROOT / "Pulumi.example.yaml"
 _TLS = ssl.create_default_context()
 _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
 
 
 @pytest.fixture(scope="module")
-def choiros_host(kitchen_cloud: cloud.CloudInfo) -> Iterator[HostState]:
+def choiros_host(stack_file: Path) -> Iterator[HostState]:
     name = host_name("choiros")
     try:
-        yield stack_up(name, STACK_FILE)
+        yield stack_up(name, stack_file)
     finally:
         lifecycle.destroy(name)
 
@@ -44,14 +43,14 @@ def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = N
         return json.loads(response.read())
 
 
-def verify(host: HostState) -> int:
+def verify(host: HostState, stack_file: Path) -> int:
     access = HostAccess(url=f"ssh://{host.ssh_user}@{host.address}", ssh_config=ssh_config(host))
-    return run_suites(access, Path(STACK_FILE), "kitchen", ("-q",))
+    return run_suites(access, stack_file, "kitchen", ("-q",))
 
 
-def test_example_stack_converges_and_verifies(choiros_host: HostState) -> None:
+def test_example_stack_converges_and_verifies(choiros_host: HostState, stack_file: Path) -> None:
     assert choiros_host.state == "ready"
-    assert verify(choiros_host) == 0
+    assert verify(choiros_host, stack_file) == 0
 
 
 def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(
@@ -60,7 +59,7 @@ def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(
     assert 'OPENAI_API_KEY="kitchen-test-value-for-OPENAI_API_KEY"' in env.stdout
 
 
-def test_reboot_keeps_data_and_state(choiros_host: HostState) -> None:
+def test_reboot_keeps_data_and_state(choiros_host: HostState, stack_file: Path) -> None:
     for n in range(3):
         assert "id" in api(choiros_host, "POST", "/api/events", {"n": n})
     before = api(choiros_host, "GET", "/api/events/count")["count"]
@@ -69,4 +68,4 @@ def test_reboot_keeps_data_and_state(choiros_host: HostState) -> None:
     assert lifecycle.exec_in(choiros_host.name, ["systemctl", "is-system-running", "--wait"]
                              ).stdout.strip() == "running"
     assert api(choiros_host, "GET", "/api/events/count")["count"] == before
-    assert verify(after_reboot) == 0
+    assert verify(after_reboot, stack_file) == 0

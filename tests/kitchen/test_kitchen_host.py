@@ -4,6 +4,7 @@ cloud is reachable, status speaks JSON, a reboot keeps files and comes back runn
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import subprocess
 
@@ -107,8 +108,9 @@ def test_cloud_serves_s3_ssm_sts_and_cloudwatch(kitchen_cloud: cloud.CloudInfo) 
     assert (parameter["Type"], parameter["Value"]) == ("SecureString", "v2")
     assert cloud.aws_client("sts").get_caller_identity()["Account"].isdigit()
     cw = cloud.aws_client("cloudwatch")
-    cw.put_metric_data(Namespace="KT", MetricData=[{"MetricName": "up", "Value": 1.0}])
-    assert [m["MetricName"] for m in cw.list_metrics(Namespace="KT")["Metrics"]] == ["up"]
+    namespace = f"KT-{secrets.token_hex(3)}"  # the cloud outlives test runs: start empty
+    cw.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "up", "Value": 1.0}])
+    assert {m["MetricName"] for m in cw.list_metrics(Namespace=namespace)["Metrics"]} == {"up"}
     env = kitchen_cloud.aws_env()
     assert env["AWS_ENDPOINT_URL"] == "http://10.213.0.1:5000"
     assert env["AWS_ACCESS_KEY_ID"] == "testing"

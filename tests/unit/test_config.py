@@ -71,6 +71,10 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("tags", {"project": "other"}, {}),
     ("tags", {"aws:reserved": "x"}, {}),
     ("tags", {"owner": "x" * 257}, {}),
+    ("tags", {f"t{i}": "x" for i in range(7)}, {}),
+    ("backup_sync_interval_seconds", 0, {}),
+    ("backup_sync_interval_seconds", 301, {}),
+    ("backup_sync_interval_seconds", "1s", {}),
     ("termination_protection", "maybe", {}),
     ("app_version", "../etc/passwd", {}),
     ("app_version", "1..2", {}),
@@ -166,6 +170,7 @@ def test_the_defaults_are_the_runbooks_host() -> None:
     cfg = stack_config()
     assert (cfg.instance_type, cfg.os, cfg.root_volume_gb) == ("c5.large", "debian-12", 20)
     assert (cfg.backup_retention_days, cfg.keep_releases) == (30, 5)
+    assert cfg.backup_sync_interval_seconds == 1, "RPO of 5 s or better by default"
     assert not cfg.allow_world_ssh and not cfg.termination_protection
     assert cfg.name == "choiros-example"
     assert cfg.backup_prefix == "hosts/example/"

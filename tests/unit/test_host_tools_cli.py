@@ -74,11 +74,11 @@ def test_scripts_import_the_library_from_usr_local_lib(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_tool_sources_fit_the_user_data_budget() -> None:
-    """All of it goes into cloud-init user-data, limited to 16 KB gzip-compressed on EC2."""
-    sources = b"".join((TOOLS / name).read_bytes() for name in [*SCRIPTS, "choiros_host.py"])
-    assert len(sources) < 25_000
-    assert len(gzip.compress(sources, 9)) < 9_000
+def test_only_the_small_bootstrap_goes_into_the_user_data() -> None:
+    """The tools travel through the artifacts bucket; the user-data (16 KB gzip-compressed on
+    EC2) carries only the bootstrap that fetches them."""
+    bootstrap = (TOOLS / "choiros-fetch-artifacts").read_bytes()
+    assert len(gzip.compress(bootstrap, 9)) < 2_000
 
 
 @pytest.mark.parametrize(("config", "why"), [
@@ -111,9 +111,12 @@ def test_configuration_errors_exit_2(tmp_path: Path, script: str, config: str | 
 def test_config_defaults_and_extra_keys(tmp_path: Path) -> None:
     path = tmp_path / "host.json"
     path.write_text(json.dumps({"region": "eu-west-1", "backups_bucket": "b",
-                                "backup_prefix": "hosts/x/", "secrets": ["/a/B"]}))
+                                "backup_prefix": "hosts/x/", "secrets": ["/a/B"],
+                                "expected_tables": ["events"], "unknown_key": 1}))
     cfg = ch.load_config(str(path))
-    assert cfg == ch.Config(region="eu-west-1", secrets=("/a/B",))
+    assert cfg == ch.Config(region="eu-west-1", secrets=("/a/B",), backups_bucket="b",
+                            backup_prefix="hosts/x/", expected_tables=("events",))
+    assert cfg.database == Path("/opt/choiros/data/events.db")
     assert (cfg.app_root, cfg.env_file, cfg.keep_releases) == (
         Path("/opt/choiros"), Path("/etc/choiros/backend.env"), 5)
 

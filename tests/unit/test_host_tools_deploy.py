@@ -486,7 +486,7 @@ def test_an_unhealthy_first_deploy_has_nothing_to_go_back_to(
     assert host.deploy(str(host.build("1.0.0", unhealthy=True))) == 4
     err = capsys.readouterr().err
     assert "there is no earlier release to go back to" in err
-    assert "Try: journalctl -u choiros-backend.service" in err
+    assert "Try: tail -n 100 " in err and "logs/backend-error.log" in err
     assert [h["result"] for h in host.history()] == ["failed"]
 
 

@@ -66,6 +66,7 @@ def test_user_data_change_replaces_the_host_and_the_old_one_goes_first(
         assert instance.inputs.get("userDataReplaceOnChange") is True, instance.urn
         assert instance.delete_before_replace, f"{instance.urn}: delete_before_replace not set"
         assert "userData" not in instance.inputs, f"{instance.urn}: use user_data_base64 only"
+        assert "ami" in instance.ignore_changes, f"{instance.urn}: a new image would replace it"
 
     return pulumi_mocks.settled().apply(check)
 

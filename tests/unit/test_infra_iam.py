@@ -74,7 +74,7 @@ def test_backups_are_reachable_only_under_the_hosts_own_prefix(
             f"{policy.urn}: backup objects granted on {[s['Resource'] for s in objects]}"
         )
         assert sorted(as_list(objects[0]["Action"])) == [
-            "s3:DeleteObject", "s3:GetObject", "s3:PutObject"
+            "s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"
         ], f"{policy.urn}: {objects[0]['Action']}"
         (listing,) = [s for s in grants if s["Resource"] == BACKUPS]
         assert listing["Action"] == "s3:ListBucket", f"{policy.urn}: {listing}"

@@ -129,3 +129,26 @@ def test_a_later_alarm_in_the_choiros_namespace_is_one_more_spec(
         assert len([r for r in resources if r.type == ALARM]) == 4, "3 built-in + 1 extra"
 
     return pulumi.Output.all(pulumi_mocks.settled(), monitoring.topic_arn).apply(check)
+
+
+@pulumi.runtime.test
+def test_a_stale_or_missing_backup_freshness_metric_alarms_the_topic(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    outputs = build(stack_config())
+
+    def check(args: list[Any]) -> None:
+        resources, topic_arn = args
+        stale = alarm(resources, "backup-stale")
+        inputs = stale.inputs
+        assert (inputs["namespace"], inputs["metricName"]) == ("ChoirOS", "BackupAgeSeconds")
+        assert inputs["dimensions"] == {"Host": "choiros-example"}, (
+            f"{stale.urn}: the host publishes Host=<its hostname>, the stack's name")
+        assert inputs["treatMissingData"] == "breaching", f"{stale.urn}: a silent host alarms"
+        assert inputs["period"] * inputs["evaluationPeriods"] == 15 * 60, stale.urn
+        assert (inputs["statistic"], inputs["comparisonOperator"]) == (
+            "Maximum", "GreaterThanThreshold"), stale.urn
+        assert 5 < inputs["threshold"] <= 120, f"{stale.urn}: above the RPO, well below 15 min"
+        assert inputs["alarmActions"] == [topic_arn] and inputs["okActions"] == [topic_arn]
+
+    return pulumi.Output.all(pulumi_mocks.settled(), outputs["alarm_topic_arn"]).apply(check)

@@ -102,7 +102,7 @@ def test_every_name_derives_from_the_stack_and_children_from_their_component(
         components = [r for r in resources if not r.custom]
         assert {r.type for r in components} == {
             "choiros:infra:Bucket", "choiros:infra:InstanceRole", "choiros:infra:Network",
-            "choiros:infra:ChoirHost", "choiros:infra:Monitoring",
+            "choiros:infra:ChoirHost", "choiros:infra:Monitoring", "choiros:infra:HostArtifacts",
         }, [r.urn for r in components]
 
     return pulumi_mocks.settled().apply(check)
@@ -191,7 +191,7 @@ def test_pulumi_yaml_types_match_the_values_the_keys_take() -> None:
     types = {k.removeprefix("choiros:"): spec.get("type") for k, spec in project_config().items()}
     assert types["admin_cidrs"] == types["secrets"] == "array"
     assert {k for k, t in types.items() if t == "integer"} == {
-        "root_volume_gb", "backup_retention_days", "keep_releases"
+        "root_volume_gb", "backup_retention_days", "backup_sync_interval_seconds", "keep_releases"
     }
     assert {k for k, t in types.items() if t == "boolean"} == {
         "allow_world_ssh", "termination_protection"
@@ -233,7 +233,7 @@ def test_main_declares_the_stack_from_pulumi_config_and_exports_every_output(
 
     def check(args: list[Any]) -> None:
         resources, url = args
-        assert len(resources) == 34, [r.urn for r in resources]
+        assert len(resources) == 45, [r.urn for r in resources]
         assert url.startswith("http://198.51.100."), url
         tags = one(resources, "aws:ec2/instance:Instance").inputs["tags"]
         assert tags["owner"] == "ops", "the stack file's tags reach the resources"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +15,21 @@ from sample_stack import stack_config
 
 from choiros_infra.targets import KITCHEN
 from infra.user_data import aws_user_data, render_for
-from provisioning.render import EC2_USER_DATA_LIMIT, Rendering
+from provisioning.artifacts import LITESTREAM, ArtifactError
+from provisioning.render import (
+    ARTIFACTS_LIST,
+    CONVERGE_SCRIPT,
+    EC2_USER_DATA_LIMIT,
+    FETCH_ARTIFACTS,
+    HOST_TOOLS,
+    Rendering,
+    published_artifacts,
+)
+from provisioning.spec import BACKEND_UNIT, LITESTREAM_UNIT, RESTORE_UNIT
 from provisioning.target import AWS, TARGET_SETTINGS
 
 pytestmark = pytest.mark.unit
-
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rendered(target: Any = AWS, **overrides: Any) -> Rendering:
@@ -37,18 +51,71 @@ def test_user_data_is_gzip_of_the_cloud_config_and_fits_ec2() -> None:
         assert rendering.cloud_config.startswith("#cloud-config\n")
         size = len(rendering.user_data)
         assert size < EC2_USER_DATA_LIMIT, f"{target.name} user-data is {size} bytes gzipped"
+        # Room to grow: tools travel as artifacts, so only configuration counts here.
+        assert size < EC2_USER_DATA_LIMIT // 2, f"{target.name} user-data is {size} bytes"
 
 
-def test_every_managed_file_is_written_by_the_user_data_with_its_mode_and_owner() -> None:
+def test_every_managed_file_is_written_by_the_user_data_or_fetched_by_sha256() -> None:
     rendering = rendered()
     document = yaml.safe_load(rendering.cloud_config)
     written = {entry["path"]: entry for entry in document["write_files"]}
-    assert sorted(written) == sorted(f.path for f in rendering.files)
-    for managed in rendering.files:
+    assert sorted(written) == sorted(f.path for f in rendering.inline_files)
+    for managed in rendering.inline_files:
         entry = written[managed.path]
         assert entry["content"] == managed.content, managed.path
         assert entry["permissions"] == f"{managed.mode:04o}", managed.path
         assert entry["owner"] == f"{managed.owner}:{managed.group}", managed.path
+    fetched = {e["path"]: e for e in json.loads(written[ARTIFACTS_LIST]["content"])}
+    manifest = {e["path"]: e for e in rendering.manifest()}
+    assert set(written) | set(fetched) == set(manifest), "a managed file is never delivered"
+    assert not set(written) & set(fetched)
+    for path, entry in fetched.items():
+        assert entry["sha256"] == manifest[path]["sha256"], path
+        assert (entry["mode"], entry["owner"]) == (manifest[path]["mode"],
+                                                   manifest[path]["owner"]), path
+        assert manifest[path]["delivery"] == "artifact", path
+    assert fetched[LITESTREAM.path]["key"] == "tools/litestream/0.5.17/litestream"
+    assert fetched[LITESTREAM.path]["sha256"] == LITESTREAM.sha256
+
+
+def test_the_user_data_runs_the_artifact_bootstrap_first_and_carries_no_tool_source() -> None:
+    rendering = rendered()
+    converge = rendering.file(CONVERGE_SCRIPT).content
+    commands = [ln for ln in converge.splitlines() if ln and not ln.startswith(("#", "echo"))]
+    assert commands[:2] == ["set -eu", FETCH_ARTIFACTS], commands[:3]
+    assert rendering.file(FETCH_ARTIFACTS).delivery == "inline"
+    for path, _ in HOST_TOOLS:
+        if path != FETCH_ARTIFACTS:
+            assert rendering.file(path).delivery == "artifact", path
+            assert rendering.file(path).content not in rendering.cloud_config, path
+
+
+@pytest.mark.parametrize("target", [AWS, KITCHEN], ids=["aws", "kitchen"])
+def test_what_pulumi_and_the_kitchen_publish_is_what_every_rendering_fetches(target: Any) -> None:
+    published = {a.key: a for a in published_artifacts()}
+    for overrides in ({}, {"os": "ubuntu-22.04"}, {"backup_sync_interval_seconds": 5}):
+        rendering = rendered(target, **overrides)
+        assert {a.key: a for a in rendering.artifacts} == published
+    for artifact in published.values():
+        if artifact.text is not None:
+            assert artifact.key == f"host-tools/{artifact.sha256}/{artifact.path.rsplit('/')[-1]}"
+
+
+def test_the_pinned_litestream_is_the_installed_package_and_the_requirement() -> None:
+    path = LITESTREAM.local_file()  # checks version and sha256
+    assert path.stat().st_mode & 0o111
+    requirements = (ROOT / "requirements.txt").read_text().split()
+    assert f"{LITESTREAM.distribution}=={LITESTREAM.version}" in requirements
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == LITESTREAM.sha256
+
+
+def test_a_pinned_binary_that_is_not_the_pinned_bytes_is_refused() -> None:
+    wrong = dataclasses.replace(LITESTREAM, sha256="0" * 64)
+    with pytest.raises(ArtifactError, match="pinned 0000"):
+        wrong.local_file()
+    missing = dataclasses.replace(LITESTREAM, distribution="no-such-distribution-here")
+    with pytest.raises(ArtifactError, match="is not installed"):
+        missing.local_file()
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -66,6 +133,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 ALLOWED_DIFFERENCES = {
     "apt.http_proxy": "apt_proxy",
     "write_files[/etc/choiros/host.json]": "aws_endpoint",
+    "write_files[/etc/choiros/litestream.yml]": "aws_endpoint",
     "write_files[/etc/caddy/Caddyfile]": "tls_mode",
 }
 
@@ -127,3 +195,62 @@ def test_first_boot_deploys_app_version_only_when_set() -> None:
     without = rendered(app_version=None).file("/usr/local/sbin/choiros-converge")
     assert "/usr/local/bin/choiros-deploy 2.3.4" in with_version.content
     assert "choiros-deploy" not in without.content
+
+
+def litestream_config(target: Any = AWS, **overrides: Any) -> Any:
+    return yaml.safe_load(rendered(target, **overrides).file("/etc/choiros/litestream.yml").content)
+
+
+def test_litestream_replicates_the_event_store_under_the_hosts_prefix() -> None:
+    config = litestream_config()
+    (db,) = config["dbs"]
+    assert db["path"] == "/opt/choiros/data/events.db"
+    assert db["replica"] == {"type": "s3", "bucket": "choiros-example-backups",
+                             "path": "hosts/example", "region": "eu-west-1",
+                             "sync-interval": "1s"}, "on EC2: the instance role, AWS's endpoint"
+    assert config["snapshot"] == {"interval": "24h", "retention": "720h"}
+    faster = litestream_config(backup_sync_interval_seconds=5, backup_retention_days=7)
+    assert faster["dbs"][0]["replica"]["sync-interval"] == "5s"
+    assert faster["snapshot"]["retention"] == "168h", "point in time as far back as the bucket"
+
+
+def test_kitchen_litestream_talks_to_the_kitchen_cloud_with_its_test_keys() -> None:
+    replica = litestream_config(KITCHEN)["dbs"][0]["replica"]
+    assert replica["endpoint"] == "http://10.213.0.1:5000"
+    assert replica["force-path-style"] is True
+    assert (replica["access-key-id"], replica["secret-access-key"]) == ("testing", "testing")
+    managed = rendered(KITCHEN).file("/etc/choiros/litestream.yml")
+    assert (managed.mode, managed.owner, managed.group) == (0o640, "root", "choiros")
+
+
+def test_no_database_work_before_the_restore_at_boot() -> None:
+    rendering = rendered()
+
+    def unit(name: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in rendering.file(f"/etc/systemd/system/{name}").content.splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                out.setdefault(key, []).extend(value.split())
+        return out
+
+    backend, litestream = unit(BACKEND_UNIT), unit(LITESTREAM_UNIT)
+    restore = unit(RESTORE_UNIT)
+    for dependent in (backend, litestream):
+        assert RESTORE_UNIT in dependent["Requires"] and RESTORE_UNIT in dependent["After"]
+    assert LITESTREAM_UNIT in backend["Wants"] and BACKEND_UNIT in litestream["After"]
+    assert {BACKEND_UNIT, LITESTREAM_UNIT} <= set(restore["Before"])
+    assert restore["Type"] == ["oneshot"] and restore["User"] == ["choiros"]
+    assert litestream["Restart"] == ["always"] and litestream["User"] == ["choiros"]
+    assert litestream["ReadWritePaths"] == ["/opt/choiros/data"]
+
+
+def test_host_config_names_the_database_its_tables_and_the_metric() -> None:
+    host = json.loads(rendered().file("/etc/choiros/host.json").content)
+    assert host["database"] == "/opt/choiros/data/events.db"
+    assert host["expected_tables"] == ["events"], "the stand-in app's table (sandbox.py)"
+    assert (host["metrics_namespace"], host["backup_age_metric"]) == ("ChoirOS",
+                                                                       "BackupAgeSeconds")
+    assert host["hostname"] == "choiros-example", "the alarm's Host dimension"
+    assert host["backups_bucket"] == "choiros-example-backups"
+    assert host["backup_prefix"] == "hosts/example/"

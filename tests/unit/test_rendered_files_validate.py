@@ -7,6 +7,8 @@ in milliseconds instead of on a booting host. `.ci/run` installs these tools fro
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,12 +20,25 @@ from sample_stack import stack_config
 
 from choiros_infra.targets import KITCHEN
 from infra.user_data import render_for
+from provisioning.artifacts import LITESTREAM
 from provisioning.render import CONVERGE_SCRIPT, Rendering
-from provisioning.spec import BACKEND_PATHS, BACKEND_UNIT, SECRETS_UNIT
+from provisioning.spec import (
+    BACKEND_PATHS,
+    BACKEND_UNIT,
+    FRESHNESS_TIMER,
+    FRESHNESS_UNIT,
+    LITESTREAM_CONFIG,
+    LITESTREAM_UNIT,
+    RESTORE_UNIT,
+    SECRETS_UNIT,
+)
 from provisioning.target import AWS
 
 pytestmark = pytest.mark.unit
 
+ALL_UNITS = (BACKEND_UNIT, SECRETS_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT,
+             FRESHNESS_TIMER)
+MAX_EXPOSURE = 2.0  # `systemd-analyze security`, the runbook's target for the backend
 TLS_VARIANTS: dict[str, dict[str, Any]] = {
     "bare-ip-off": {},
     "domain-acme": {"domain": "choir.example.com", "acme_email": "ops@example.com"},
@@ -150,14 +165,44 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
         target = root / managed.path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(managed.content)
-    for executable in ("opt/choiros/current/sandbox", "usr/local/sbin/choiros-secrets"):
+    for executable in ("opt/choiros/current/sandbox", "usr/local/sbin/choiros-secrets",
+                       "usr/local/bin/litestream", "usr/local/sbin/choiros-restore-at-boot",
+                       "usr/local/sbin/choiros-backup-freshness"):
         path = root / executable
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
-    result = run(tool("systemd-analyze"), "verify", f"--root={root}", BACKEND_UNIT, SECRETS_UNIT)
+    result = run(tool("systemd-analyze"), "verify", f"--root={root}", *ALL_UNITS)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", f"systemd complained:\n{result.stderr}"
+
+
+# The secrets unit runs as root to write a root-owned file; the runbook's target is for these.
+@pytest.mark.parametrize("unit", [BACKEND_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT])
+def test_every_choiros_service_is_sandboxed_to_exposure_2_or_less(tmp_path: Path,
+                                                                   unit: str) -> None:
+    for managed in rendering(KITCHEN).files:
+        if managed.path.startswith("/etc/systemd/"):
+            target = tmp_path / managed.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(managed.content)
+    result = run(tool("systemd-analyze"), "security", "--offline=yes", f"--root={tmp_path}",
+                 "--no-pager", unit)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert match, result.stdout[-500:] + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("target", [AWS, KITCHEN], ids=["aws", "kitchen"])
+def test_litestream_accepts_its_config(tmp_path: Path, target: Any) -> None:
+    config = tmp_path / "litestream.yml"
+    config.write_text(rendering(target).file(LITESTREAM_CONFIG).content)
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    result = subprocess.run([str(LITESTREAM.local_file()), "databases", "-config", str(config),
+                             "-no-expand-env"], capture_output=True, text=True, timeout=60,
+                            check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "/opt/choiros/data/events.db" in result.stdout and "s3" in result.stdout, result.stdout
 
 
 def test_sshd_accepts_the_drop_in_and_it_wins(tmp_path: Path) -> None:

@@ -1,0 +1,504 @@
+"""Library of the ChoirOS backup tools choiros-restore, choiros-restore-at-boot and
+choiros-backup-freshness.
+
+Installed as /usr/local/lib/choiros/choiros_backup.py beside choiros_host.py (config, errors,
+AWS clients, health checks). Needs Debian 12's python3 (sqlite3 is in the standard library),
+python3-boto3 for the metric, and the pinned Litestream binary the converge installed.
+
+The event store (host.json `database`) is replicated by choiros-litestream.service to
+s3://<backups_bucket>/<backup_prefix> as Litestream 0.5 LTX files: <prefix>0000/ holds one
+file per sync (level 0, the newest always kept), 0001..0003/ compactions, 0009/ snapshots.
+A restored copy is accepted only when `PRAGMA integrity_check` says ok and every table in
+host.json `expected_tables` exists; otherwise nothing on the host changes.
+
+choiros-restore [--latest | --at TIMESTAMP] [--verify-only]
+  restores into a temporary file in the data directory and checks it; --verify-only stops
+  there. Otherwise: stop replication and the backend, move the database, its -wal/-shm and
+  Litestream's state (.events.db-litestream) to data/pre-restore-<UTC time>/ (never deleted),
+  move the restored copy in (owner app_user, 0640), start the backend and health-check it, start
+  replication again. If the backend is unhealthy on the restored copy, the earlier files are
+  put back (the restored copy stays in pre-restore-<time>/restored/) and the exit code is 1.
+choiros-restore-at-boot
+  (choiros-restore-at-boot.service, before the backend) restores the latest replica when the
+  database is absent and a replica exists; with no replica (the stack's first host) it does
+  nothing. Transient S3 errors are retried for BOOT_RETRY_SECONDS.
+choiros-backup-freshness
+  publishes <metrics_namespace>/<backup_age_metric> (dimension Host=<hostname>), see
+  backup_age().
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # on the host it is the sibling module; here, its path in the repository
+    from provisioning.host_tools.choiros_host import (
+    BROKEN,
+    OK,
+    REFUSED,
+    UNDONE,
+    USAGE,
+    Config,
+    ToolError,
+    _aws_errors,
+    _run,
+    aws_client,
+    locked,
+    wait_healthy,
+)
+else:
+    from choiros_host import (
+    BROKEN,
+    OK,
+    REFUSED,
+    UNDONE,
+    USAGE,
+    Config,
+    ToolError,
+    _aws_errors,
+    _run,
+    aws_client,
+    locked,
+    wait_healthy,
+)
+
+LEVEL0, SNAPSHOT_LEVEL = 0, 9
+BOOT_RETRY_SECONDS = 600.0
+LITESTREAM_TIMEOUT = 3600.0  # a restore downloads the whole database
+
+
+@dataclass(frozen=True)
+class ReplicaFile:
+    """One LTX file of the replica, as `litestream ltx -json` lists it."""
+
+    level: int
+    min_txid: int
+    max_txid: int
+    size: int
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A restored copy that passed the checks."""
+
+    path: Path
+    size: int
+    tables: tuple[str, ...]
+    rows: dict[str, int]
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{t}: {n} rows" for t, n in self.rows.items())
+        return f"{self.size} bytes, tables {', '.join(self.tables)}" + (f" ({rows})" * bool(rows))
+
+
+def _systemctl(*args: str) -> str | None:
+    """Run systemctl ($CHOIROS_SYSTEMCTL in tests): None, or why it failed."""
+    cmd = [os.environ.get("CHOIROS_SYSTEMCTL", "systemctl"), *args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{' '.join(cmd)} failed: {e}"
+    return f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()[-300:]}" if r.returncode \
+        else None
+
+
+def replica_url(cfg: Config) -> str:
+    return f"s3://{cfg.backups_bucket}/{cfg.backup_prefix}"
+
+
+def _litestream(cfg: Config, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `litestream <command> -config <litestream_config> ... <database>`."""
+    if not cfg.backups_bucket or not cfg.backup_prefix:
+        raise ToolError("backups_bucket and backup_prefix are not set", "fix host.json", USAGE)
+    # Litestream 0.5.17 refuses to start when AWS_CA_BUNDLE is set ("unable to add custom
+    # RootCAs"); hosts never set it, some workstations do.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    cmd = [str(cfg.litestream), args[0], "-config", str(cfg.litestream_config), "-no-expand-env",
+           *args[1:], str(cfg.database)]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                              timeout=LITESTREAM_TIMEOUT)
+    except FileNotFoundError as e:
+        raise ToolError(f"{cfg.litestream} is missing", "rerun the converge "
+                        "(/usr/local/sbin/choiros-fetch-artifacts installs it)", BROKEN) from e
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolError(f"litestream {args[0]} failed: {e}", "see above") from e
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][-400:] if lines else "no output"
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def replica_files(cfg: Config) -> list[ReplicaFile]:
+    """Every LTX file of the replica, all levels; empty when there is no replica yet."""
+    r = _litestream(cfg, "ltx", "-level", "all", "-json")
+    if r.returncode:
+        raise ToolError(f"cannot list the replica {replica_url(cfg)}: {_last_line(r.stderr)}",
+                        "check the network, the instance role and the bucket")
+    try:
+        rows = json.loads(r.stdout or "[]") or []
+        return [ReplicaFile(int(f["level"]), int(f["min_txid"], 16), int(f["max_txid"], 16),
+                            int(f["size"]), _parse_time(f["timestamp"])) for f in rows]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ToolError(f"unexpected `litestream ltx` output ({e})", "check the litestream "
+                        "binary is the pinned version", BROKEN) from e
+
+
+def restorable_range(files: list[ReplicaFile]) -> tuple[datetime, datetime]:
+    """(oldest, newest) moment a restore can reach: the oldest snapshot, the newest file."""
+    snapshots = [f.timestamp for f in files if f.level == SNAPSHOT_LEVEL]
+    return min(snapshots or [f.timestamp for f in files]), max(f.timestamp for f in files)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 / RFC 3339; a time without zone is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ToolError(f"--at {text!r} is not a timestamp", "use ISO 8601 in UTC, e.g. "
+                        "2026-01-31T14:05:00Z", USAGE) from e
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def check_database(path: Path, expected_tables: tuple[str, ...]) -> Checked:
+    """The checks a restored copy must pass before it may replace anything."""
+
+    def bad(why: str) -> ToolError:
+        return ToolError(f"the restored database is unusable: {why}",
+                         "the backup may be corrupt: try an earlier --at, and keep the "
+                         "current database (nothing was changed)")
+
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            tables = tuple(sorted(row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")))
+            if result != ["ok"]:
+                raise bad(f"integrity_check says {'; '.join(map(str, result))[:300]}")
+            if missing := sorted(set(expected_tables) - set(tables)):
+                raise bad(f"tables missing: {', '.join(missing)}")
+            rows = {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608 - names from sqlite_master
+                    for t in expected_tables}
+    except sqlite3.Error as e:
+        raise bad(str(e)) from e
+    return Checked(path, path.stat().st_size, tables, rows)
+
+
+@contextlib.contextmanager
+def restored_copy(cfg: Config, at: datetime | None) -> Iterator[Checked]:
+    """Restore (latest, or as of `at`) into a temporary directory in the data directory and
+    check it; the directory is removed afterwards unless its database was moved out."""
+    tmp = Path(tempfile.mkdtemp(prefix=".restore-", dir=cfg.database.parent))
+    try:
+        out = tmp / cfg.database.name
+        args = ["restore", "-o", str(out)]
+        if at is not None:
+            args += ["-timestamp", at.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        r = _litestream(cfg, *args)
+        if r.returncode or not out.is_file():
+            raise ToolError(f"litestream could not restore from {replica_url(cfg)}: "
+                            f"{_last_line(r.stderr or r.stdout)}",
+                            "the backup may be corrupt or unreachable; nothing was changed")
+        for sidecar in ("-wal", "-shm"):  # a clean copy is one file
+            Path(f"{out}{sidecar}").unlink(missing_ok=True)
+        yield check_database(out, cfg.expected_tables)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _retry(what: Callable[[], list[ReplicaFile]], seconds: float) -> list[ReplicaFile]:
+    deadline, delay = time.monotonic() + seconds, 5.0
+    while True:
+        try:
+            return what()
+        except ToolError as e:
+            if e.code != REFUSED or time.monotonic() + delay > deadline:
+                raise
+            print(f"{e}; retrying in {delay:g}s", flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+
+def restore_at_boot(cfg: Config, retry_seconds: float = BOOT_RETRY_SECONDS) -> int:
+    db = cfg.database
+    if any(Path(f"{db}{s}").exists() for s in ("", "-wal")):
+        print(f"{db} is present; nothing to restore")
+        return OK
+    files = _retry(lambda: replica_files(cfg), retry_seconds)
+    if not files:
+        print(f"no replica at {replica_url(cfg)}: this is the stack's first host; "
+              "nothing to restore")
+        return OK
+    started = time.monotonic()
+    with restored_copy(cfg, None) as checked:
+        checked.path.chmod(0o640)
+        os.rename(checked.path, db)
+        _fsync_dir(db.parent)
+    print(f"restored {db} from {replica_url(cfg)} in {time.monotonic() - started:.1f}s: "
+          f"{checked.describe()}")
+    return OK
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _owned_files(db: Path) -> list[str]:
+    """The names in the data directory that belong to the database (and Litestream)."""
+    return [db.name, f"{db.name}-wal", f"{db.name}-shm", f".{db.name}-litestream"]
+
+
+def _move(names: list[str], src: Path, dst: Path) -> list[str]:
+    moved = []
+    for name in names:
+        if (src / name).exists() or (src / name).is_symlink():
+            os.rename(src / name, dst / name)
+            moved.append(name)
+    return moved
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name-2, -3, ... if taken (never reuse a kept directory)."""
+    for n in range(1, 1000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(0o750)
+            return path
+    raise ToolError(f"too many {name}* directories in {parent}", "move old ones away")
+
+
+def swap_in(cfg: Config, checked: Checked, now: datetime) -> int:
+    """Stop, move the current database aside, move the checked copy in, start, check."""
+    db, data = cfg.database, cfg.database.parent
+    user = pwd.getpwnam(cfg.app_user)
+    deployed = (cfg.app_root / "current" / "sandbox").is_file()
+    aside = _new_dir(data, f"pre-restore-{now.strftime('%Y%m%dT%H%M%SZ')}")
+    os.chown(aside, user.pw_uid, user.pw_gid)
+    for unit in (cfg.litestream_unit, cfg.backend_unit):
+        if why := _systemctl("stop", unit):
+            _systemctl("start", cfg.backend_unit)
+            _systemctl("start", cfg.litestream_unit)
+            aside.rmdir()
+            raise ToolError(f"cannot stop {unit}: {why}; nothing was changed",
+                            f"systemctl status {unit}")
+    moved: list[str] = []
+    try:
+        moved = _move(_owned_files(db), data, aside)
+        os.chown(checked.path, user.pw_uid, user.pw_gid)
+        checked.path.chmod(0o640)
+        os.rename(checked.path, db)
+        _fsync_dir(data)
+    except OSError as e:
+        back = _move(moved, aside, data) if not db.exists() else []
+        _systemctl("start", cfg.backend_unit)
+        _systemctl("start", cfg.litestream_unit)
+        raise ToolError(f"could not swap the restored database in: {e}; "
+                        + ("the previous files are back" if back == moved else
+                           f"the previous files are in {aside}/"),
+                        f"check {data} (space, permissions) and systemctl status "
+                        f"{cfg.backend_unit}", BROKEN) from e
+    print(f"restore: the previous database is in {aside}/ ({', '.join(moved) or 'none'})")
+    reason = None
+    if deployed:
+        reason = _systemctl("start", cfg.backend_unit) or wait_healthy(
+            cfg.health_url, cfg.health_timeout_seconds)
+    if reason is None:
+        if why := _systemctl("start", cfg.litestream_unit):
+            raise ToolError(f"the database was restored but replication did not start: {why}",
+                            f"systemctl start {cfg.litestream_unit}", BROKEN)
+        print(f"restore: {db} is restored ({checked.describe()}); "
+              + ("the backend is healthy" if deployed else "no release is deployed yet")
+              + "; replication is running")
+        return OK
+    print(f"restore: the backend is unhealthy on the restored database ({reason}); "
+          "putting the previous one back")
+    _systemctl("stop", cfg.backend_unit)
+    (aside / "restored").mkdir(0o750)
+    _move(_owned_files(db), data, aside / "restored")
+    _move(moved, aside, data)
+    again = _systemctl("start", cfg.backend_unit) or wait_healthy(
+        cfg.health_url, cfg.health_timeout_seconds)
+    _systemctl("start", cfg.litestream_unit)
+    if again:
+        raise ToolError(f"restore failed its health check ({reason}), and the previous "
+                        f"database is unhealthy too ({again})",
+                        cfg.backend_logs, BROKEN)
+    raise ToolError(f"restore failed its health check ({reason}); the previous database is "
+                    f"back and healthy; the restored copy is in {aside}/restored/",
+                    cfg.backend_logs, UNDONE)
+
+
+def restore(cfg: Config, at: datetime | None, verify_only: bool) -> int:
+    now = datetime.now(UTC)
+    with locked(cfg.app_root):
+        files = replica_files(cfg)
+        if not files:
+            raise ToolError(f"there is no replica at {replica_url(cfg)}",
+                            f"nothing to restore from; check backups_bucket and backup_prefix "
+                            f"in host.json and `systemctl status {cfg.litestream_unit}`")
+        oldest, newest = restorable_range(files)
+        target = None
+        if at is not None:
+            span = f"backups cover {oldest:%Y-%m-%dT%H:%M:%SZ} to now"
+            if at > now:
+                raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is in the future", span, USAGE)
+            if at < oldest:
+                raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is outside the retention: the "
+                                f"oldest restorable moment is {oldest:%Y-%m-%dT%H:%M:%SZ}",
+                                f"{span}; choose a time in that window")
+            # After the newest change the database was what the latest backup holds.
+            target = at if at < newest else None
+        what = f"as of {at:%Y-%m-%dT%H:%M:%SZ}" if at else "latest"
+        print(f"restore: {what} from {replica_url(cfg)} (restorable from "
+              f"{oldest:%Y-%m-%dT%H:%M:%SZ}, newest change {newest:%Y-%m-%dT%H:%M:%SZ})")
+        with restored_copy(cfg, target) as checked:
+            print(f"restore: the restored copy is sound: {checked.describe()}")
+            if verify_only:
+                print("restore: --verify-only: nothing was changed")
+                return OK
+            return swap_in(cfg, checked, now)
+
+
+# -- freshness
+
+def _newest_level0(cfg: Config) -> tuple[int, datetime] | None:
+    """(max TXID, upload time) of the newest level-0 file in the replica, or None."""
+    s3, prefix = aws_client(cfg, "s3"), f"{cfg.backup_prefix}{LEVEL0:04x}/"
+    newest: tuple[int, datetime] | None = None
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=cfg.backups_bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                txid = _txid(obj["Key"].rsplit("/", 1)[-1])
+                if txid is not None and (newest is None or txid > newest[0]):
+                    newest = (txid, obj["LastModified"].astimezone(UTC))
+    except _aws_errors() as e:
+        raise ToolError(f"cannot list s3://{cfg.backups_bucket}/{prefix}: {e}",
+                        "check the instance role and the network") from e
+    return newest
+
+
+def _txid(name: str) -> int | None:
+    """The max TXID of an LTX file named <min>-<max>.ltx (16 hex digits each)."""
+    stem = name.removesuffix(".ltx")
+    if stem == name or "-" not in stem:
+        return None
+    try:
+        return int(stem.split("-", 1)[1], 16)
+    except ValueError:
+        return None
+
+
+def _litestream_active(cfg: Config) -> bool:
+    return _systemctl("is-active", "--quiet", cfg.litestream_unit) is None
+
+
+def backup_age(cfg: Config, now: datetime | None = None,
+               active: Callable[[Config], bool] = _litestream_active) -> float:
+    """Seconds the replica is behind the database: how old the oldest change that is not in
+    S3 yet may be. 0 when every change is there (an idle database stays at 0).
+
+    * no database: 0 (nothing to protect);
+    * Litestream captured changes locally (.events.db-litestream/ltx/0) that are newer than the
+      newest level-0 file in S3: the age of the oldest of them;
+    * no level-0 file in S3 at all: the age of the database's last change;
+    * Litestream is not running, or the WAL changed later than the newest upload (plus the
+      sync interval and 5 s of clock and timestamp rounding): the age of the newest upload.
+    """
+    now = now or datetime.now(UTC)
+    db = cfg.database
+    wal = Path(f"{db}-wal")
+    if not db.exists():
+        return 0.0
+    newest = _newest_level0(cfg)
+    local = db.parent / f".{db.name}-litestream" / "ltx" / f"{LEVEL0}"
+    pending: list[float] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(local):
+            txid = _txid(entry.name)
+            if txid is not None and (newest is None or txid > newest[0]):
+                pending.append(entry.stat().st_mtime)
+    if pending:
+        return max(0.0, now.timestamp() - min(pending))
+    last_change = max(p.stat().st_mtime for p in (db, wal) if p.exists())
+    if newest is None:
+        return max(0.0, now.timestamp() - last_change)
+    uploaded = newest[1].timestamp()
+    if not active(cfg) or last_change > uploaded + cfg.sync_interval_seconds + 5:
+        return max(0.0, now.timestamp() - uploaded)
+    return 0.0
+
+
+def publish_freshness(cfg: Config) -> int:
+    age = backup_age(cfg)
+    host = cfg.hostname or os.uname().nodename
+    try:
+        aws_client(cfg, "cloudwatch").put_metric_data(
+            Namespace=cfg.metrics_namespace,
+            MetricData=[{"MetricName": cfg.backup_age_metric, "Value": round(age, 3),
+                         "Unit": "Seconds", "Dimensions": [{"Name": "Host", "Value": host}],
+                         "Timestamp": datetime.now(UTC)}])
+    except _aws_errors() as e:
+        raise ToolError(f"cannot publish {cfg.backup_age_metric}: {e}",
+                        "check the instance role (cloudwatch:PutMetricData) and the network") from e
+    print(f"{cfg.metrics_namespace}/{cfg.backup_age_metric} Host={host}: {age:.1f}s")
+    return OK
+
+
+# -- command lines
+
+def restore_main(argv: list[str] | None = None) -> int:
+    def setup(p: argparse.ArgumentParser) -> None:
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--latest", action="store_true",
+                           help="the newest state in the replica (the default)")
+        which.add_argument("--at", metavar="TIMESTAMP", help="the state as of this moment, "
+                           "ISO 8601 (UTC when no zone is given), within the retention")
+        p.add_argument("--verify-only", action="store_true",
+                       help="restore into a temporary file and check it; change nothing")
+
+    def action(cfg: Config, a: argparse.Namespace) -> int:
+        return restore(cfg, parse_timestamp(a.at) if a.at else None, a.verify_only)
+
+    os.umask(0o027)
+    return _run(argv, "choiros-restore", "Restore the event store from its S3 replica: "
+                "restore into a temporary file, check it,\nstop the backend, move the current "
+                "database to data/pre-restore-<time>/, swap in,\nstart and health-check.",
+                action, setup)
+
+
+def restore_at_boot_main(argv: list[str] | None = None) -> int:
+    os.umask(0o027)
+    return _run(argv, "choiros-restore-at-boot", "Before the backend starts: restore the latest "
+                "replica if the database is absent\nand a replica exists; otherwise do nothing.",
+                lambda cfg, a: restore_at_boot(cfg))
+
+
+def freshness_main(argv: list[str] | None = None) -> int:
+    return _run(argv, "choiros-backup-freshness", "Publish how far the S3 replica is behind the "
+                "database (CloudWatch, seconds).", lambda cfg, a: publish_freshness(cfg))
+

@@ -1,0 +1,225 @@
+"""The event store outlives its host: written through the app, it is in the S3 replica within
+seconds; a new host built from the same stack comes up with it (restore at boot); the
+on-demand restore verifies it; the freshness metric reaches the kitchen's CloudWatch (moto).
+
+The stack is the example stack under a fresh name (``db-<hex>``), so its buckets and backup
+prefix are this module's alone; its objects are removed from moto at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.targets import KITCHEN_ACCOUNT
+from infra.config import StackConfig, load_stack_file
+from infra.user_data import bucket_names
+from kitchen import cloud, lifecycle
+from kitchen.state import HostState
+from provisioning.artifacts import LITESTREAM
+
+pytestmark = pytest.mark.kitchen
+
+_TLS = ssl.create_default_context()
+_TLS.check_hostname = False
+_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
+RPO_SECONDS = 5.0
+
+
+@pytest.fixture(scope="module")
+def stack(stack_file: Path) -> tuple[Path, StackConfig]:
+    return stack_file, load_stack_file(stack_file)
+
+
+class Hosts:
+    """The module's current host; replaced in place by the restore-at-boot test."""
+
+    def __init__(self, stack_file: Path) -> None:
+        self.stack_file = stack_file
+        self.current: HostState | None = None
+
+    def up(self) -> HostState:
+        name = f"db-{secrets.token_hex(3)}"
+        try:
+            self.current = stack_up(name, self.stack_file)
+        except BaseException:
+            lifecycle.destroy(name)
+            raise
+        return self.current
+
+    def destroy(self) -> None:
+        if self.current is not None:
+            lifecycle.destroy(self.current.name)
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def hosts(stack: tuple[Path, StackConfig]) -> Iterator[Hosts]:
+    made = Hosts(stack[0])
+    made.up()
+    try:
+        yield made
+    finally:
+        made.destroy()
+
+
+def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def replica_count(cfg: StackConfig) -> int | None:
+    """Rows of `events` in the latest replica, restored here with the pinned Litestream."""
+    names = bucket_names(cfg, KITCHEN_ACCOUNT)
+    info = cloud.cloud_info()
+    url = (f"s3://{names.backups}/{cfg.backup_prefix.rstrip('/')}?endpoint={info.endpoint_url}"
+           f"&region={cfg.region}&forcePathStyle=true")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(AWS_ACCESS_KEY_ID=info.access_key_id, AWS_SECRET_ACCESS_KEY=info.secret_access_key)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "events.db"
+        done = subprocess.run([str(LITESTREAM.local_file()), "restore", "-o", str(out), url],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode or not out.exists():
+            return None
+        import sqlite3
+
+        conn = sqlite3.connect(out)
+        try:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        finally:
+            conn.close()
+
+
+def wait_for_replica(cfg: StackConfig, count: int, timeout: float) -> float:
+    """Seconds until the replica holds ``count`` events (fails after ``timeout``)."""
+    started = time.monotonic()
+    seen = None
+    while time.monotonic() - started < timeout:
+        seen = replica_count(cfg)
+        if seen == count:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"the replica holds {seen} events, not {count}, after {timeout}s")
+
+
+def guest(host: HostState, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return lifecycle.exec_in(host.name, list(argv), timeout=timeout)
+
+
+def test_events_written_through_the_app_are_in_the_replica_within_seconds(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    host = hosts.current
+    assert host is not None
+    assert guest(host, "systemctl", "is-active", "choiros-litestream.service").stdout.strip() \
+        == "active"
+    base = api(host, "GET", "/api/events/count")["count"]
+    for n in range(5):
+        assert "id" in api(host, "POST", "/api/events", {"n": n, "test": "replication"})
+    acknowledged = time.monotonic()
+    waited = wait_for_replica(stack[1], base + 5, timeout=30)
+    lag = time.monotonic() - acknowledged
+    print(f"replica caught up {lag:.2f}s after the last acknowledged write (poll {waited:.2f}s)")
+    assert lag <= RPO_SECONDS + 2, f"replication lag {lag:.1f}s (RPO {RPO_SECONDS}s)"
+
+
+def test_the_litestream_unit_is_sandboxed(hosts: Hosts) -> None:
+    assert hosts.current is not None
+    report = guest(hosts.current, "systemd-analyze", "security", "--no-pager",
+                   "choiros-litestream.service")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report.stdout)
+    assert match, report.stdout[-500:] + report.stderr
+    print(f"choiros-litestream.service exposure {match.group(1)}")
+    assert float(match.group(1)) <= 2.0, report.stdout[-2000:]
+
+
+def test_restore_verify_only_succeeds_on_the_host(hosts: Hosts) -> None:
+    assert hosts.current is not None
+    done = guest(hosts.current, "choiros-restore", "--verify-only")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the restored copy is sound" in done.stdout and "nothing was changed" in done.stdout
+
+
+def test_the_freshness_metric_reaches_the_kitchen_cloudwatch(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    assert hosts.current is not None
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    done = guest(hosts.current, "systemctl", "start", "choiros-backup-freshness.service")
+    assert done.returncode == 0, done.stderr
+    cfg = stack[1]
+    cw = cloud.aws_client("cloudwatch", cfg.region)
+    dimensions = [{"Name": "Host", "Value": cfg.name}]
+    metrics = cw.list_metrics(Namespace="ChoirOS", MetricName="BackupAgeSeconds",
+                              Dimensions=dimensions)["Metrics"]
+    assert metrics, "the host published no BackupAgeSeconds for its Host dimension"
+    stats = cw.get_metric_statistics(
+        Namespace="ChoirOS", MetricName="BackupAgeSeconds", Dimensions=dimensions,
+        StartTime=started, EndTime=datetime.now(UTC) + timedelta(minutes=1), Period=60,
+        Statistics=["Maximum"])
+    assert stats["Datapoints"], stats
+    worst = max(p["Maximum"] for p in stats["Datapoints"])
+    assert worst < 60, f"the replica is {worst}s behind"
+    timer = guest(hosts.current, "systemctl", "is-active", "choiros-backup-freshness.timer")
+    assert timer.stdout.strip() == "active"
+
+
+def test_an_on_demand_restore_to_a_moment_swaps_it_in_and_replication_goes_on(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    host = hosts.current
+    assert host is not None
+    before = api(host, "GET", "/api/events/count")["count"]
+    wait_for_replica(stack[1], before, timeout=30)
+    time.sleep(1.5)
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+    for n in range(4):
+        api(host, "POST", "/api/events", {"n": n, "test": "after the moment"})
+    wait_for_replica(stack[1], before + 4, timeout=30)
+    done = guest(host, "choiros-restore", "--at", at)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the backend is healthy" in done.stdout, done.stdout
+    assert api(host, "GET", "/api/events/count")["count"] == before
+    kept = guest(host, "sh", "-c", "ls -d /opt/choiros/data/pre-restore-*/events.db")
+    assert kept.returncode == 0, "the replaced database is kept"
+    # Litestream resumes from the restored (older) database: the replica follows it.
+    api(host, "POST", "/api/events", {"test": "after the restore"})
+    wait_for_replica(stack[1], before + 1, timeout=30)
+
+
+def test_a_new_host_from_the_same_stack_comes_up_with_the_data(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    old = hosts.current
+    assert old is not None
+    for n in range(3):
+        api(old, "POST", "/api/events", {"n": n, "test": "before replacement"})
+    count = api(old, "GET", "/api/events/count")["count"]
+    wait_for_replica(stack[1], count, timeout=30)
+    hosts.destroy()
+    started = time.monotonic()
+    new = hosts.up()
+    print(f"replacement host converged in {time.monotonic() - started:.1f}s")
+    assert new.name != old.name
+    assert api(new, "GET", "/api/events/count")["count"] == count
+    journal = guest(new, "journalctl", "-u", "choiros-restore-at-boot.service", "--no-pager")
+    assert "restored /opt/choiros/data/events.db" in journal.stdout, journal.stdout[-2000:]
+    print(journal.stdout.strip().splitlines()[-3:])
+    # Replication goes on from the restored database.
+    api(new, "POST", "/api/events", {"test": "after replacement"})
+    wait_for_replica(stack[1], count + 1, timeout=30)

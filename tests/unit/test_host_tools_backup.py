@@ -1,0 +1,472 @@
+"""choiros-restore, choiros-restore-at-boot and choiros-backup-freshness, with the real pinned
+Litestream against a moto S3 server on 127.0.0.1 (moto's ThreadedMotoServer).
+
+Each test gets its own database and replica prefix; the replica is made by `litestream
+replicate -once` from the rendered litestream.yml (its database path moved into tmp_path). A
+fake `systemctl` records what the restore stops and starts; the health URL is a tiny local
+server, so a swap is health-checked for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from test_host_tools_deploy import _load
+
+from provisioning.artifacts import LITESTREAM
+from provisioning.render import render
+from provisioning.spec import DATABASE, HostSpec
+from provisioning.target import AwsEndpoint, kitchen_target
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "provisioning" / "host_tools"
+ch = _load("choiros_host", TOOLS / "choiros_host.py")
+cb = _load("choiros_backup", TOOLS / "choiros_backup.py")
+
+BUCKET = "choiros-unit-backups"
+REGION = "eu-west-1"
+KEY = "testing"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id=KEY,
+                      aws_secret_access_key=KEY)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+class Healthy(BaseHTTPRequestHandler):
+    """The backend's /health: healthy while ``check()`` says so."""
+
+    check: Callable[[], bool] = staticmethod(lambda: True)
+
+    def do_GET(self) -> None:
+        healthy = type(self).check()
+        body = json.dumps({"status": "healthy" if healthy else "down"}).encode()
+        self.send_response(200 if healthy else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$FAKE_CALLS"
+case "$1" in is-active) exit "${FAKE_ACTIVE:-0}";; esac
+"""
+
+
+@dataclass
+class Host:
+    """A host's data directory, host.json and litestream.yml in tmp_path."""
+
+    root: Path
+    cfg: Any
+    url: str
+    calls: Path
+
+    @property
+    def db(self) -> Path:
+        return Path(self.cfg.database)
+
+    def s3(self, service: str = "s3") -> Any:
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id=KEY, aws_secret_access_key=KEY)
+
+    def write(self, *bodies: str, table: str = "events", path: Path | None = None) -> None:
+        with contextlib.closing(sqlite3.connect(path or self.db)) as conn, conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, body TEXT)")
+            conn.executemany(f"INSERT INTO {table} (body) VALUES (?)", [(b,) for b in bodies])  # noqa: S608
+
+    def count(self, path: Path | None = None) -> int:
+        with contextlib.closing(sqlite3.connect(path or self.db)) as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def replicate(self, *flags: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        done = subprocess.run([str(LITESTREAM.local_file()), "replicate", "-once", *flags,
+                               "-config", str(self.cfg.litestream_config)], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+    def run(self, main: Callable[[list[str]], int], *argv: str,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        code = main([*argv, "--config", str(self.root / "host.json")])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def systemctl_calls(self) -> list[str]:
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+
+@pytest.fixture
+def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
+    prefix = f"hosts/unit-{secrets.token_hex(3)}/"
+    spec = HostSpec(hostname="choiros-unit", os="debian-12", region=REGION,
+                    artifacts_bucket="unused", backups_bucket=BUCKET, backup_prefix=prefix)
+    target = kitchen_target("http://unused:3142", AwsEndpoint(moto_url, KEY, KEY))
+    rendering = render(spec, target)
+    data = tmp_path / "app" / "data"
+    data.mkdir(parents=True)
+    database = data / "events.db"
+    (tmp_path / "litestream.yml").write_text(
+        rendering.file("/etc/choiros/litestream.yml").content.replace(DATABASE, str(database)))
+    server = HTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host_json = json.loads(rendering.file("/etc/choiros/host.json").content)
+    host_json.update(app_root=str(tmp_path / "app"), database=str(database),
+                     litestream=str(LITESTREAM.local_file()),
+                     litestream_config=str(tmp_path / "litestream.yml"),
+                     health_url=f"http://127.0.0.1:{server.server_port}/health",
+                     health_timeout_seconds=2, app_user=_me())
+    (tmp_path / "host.json").write_text(json.dumps(host_json))
+    (tmp_path / "app" / "current").mkdir()
+    (tmp_path / "app" / "current" / "sandbox").write_text("#!/bin/sh\n")
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(FAKE_SYSTEMCTL)
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("CHOIROS_SYSTEMCTL", str(systemctl))
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.log"))
+    cfg = ch.load_config(str(tmp_path / "host.json"))
+    try:
+        yield Host(tmp_path, cfg, moto_url, tmp_path / "calls.log")
+    finally:
+        server.shutdown()
+        Healthy.check = staticmethod(lambda: True)
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def _replica_with_history(host: Host) -> list[datetime]:
+    """Three states a second apart (1, 2, 3 rows); the moment after each was replicated."""
+    moments = []
+    for n, flags in ((1, ("-force-snapshot",)), (2, ()), (3, ())):
+        host.write(f"event {n}")
+        host.replicate(*flags)
+        time.sleep(1.1)
+        moments.append(datetime.now(UTC))
+        time.sleep(1.1)
+    return moments
+
+
+# -- refusals: the current database is never touched
+
+
+def test_a_missing_replica_is_refused_and_nothing_changes(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current")
+    before = _files(host.db.parent)
+    code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
+    assert code == ch.REFUSED, err
+    assert err.startswith(f"Error: there is no replica at s3://{BUCKET}/{host.cfg.backup_prefix}")
+    assert "\nTry: " in err
+    assert _files(host.db.parent) == before
+    assert host.systemctl_calls() == [], "nothing was stopped"
+
+
+def test_a_corrupt_backup_is_refused_and_nothing_changes(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one", "two")
+    host.replicate("-force-snapshot")
+    s3 = host.s3()
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=host.cfg.backup_prefix)["Contents"]:
+        body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        garbled = body[:100] + bytes(len(body) - 200) + body[-100:]
+        s3.put_object(Bucket=BUCKET, Key=obj["Key"], Body=garbled)
+    before = _files(host.db.parent)
+    for argv in (["--latest"], ["--verify-only"]):
+        code, _, err = host.run(cb.restore_main, *argv, capsys=capsys)
+        assert code == ch.REFUSED, err
+        assert "could not restore" in err or "unusable" in err, err
+        assert "nothing was changed" in err, err
+    assert _files(host.db.parent) == before
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
+    assert host.systemctl_calls() == []
+
+
+def test_a_backup_without_the_expected_tables_is_refused(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("x", table="something_else")
+    host.replicate("-force-snapshot")
+    code, _, err = host.run(cb.restore_main, "--verify-only", capsys=capsys)
+    assert code == ch.REFUSED
+    assert "tables missing: events" in err, err
+
+
+def test_timestamps_outside_the_retention_or_in_the_future_are_refused(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    before = _files(host.db.parent)
+    too_old = (datetime.now(UTC) - timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, _, err = host.run(cb.restore_main, "--at", too_old, capsys=capsys)
+    assert code == ch.REFUSED
+    assert f"--at {too_old} is outside the retention: the oldest restorable moment is" in err
+    future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, _, err = host.run(cb.restore_main, "--at", future, capsys=capsys)
+    assert code == ch.USAGE and "is in the future" in err, err
+    code, _, err = host.run(cb.restore_main, "--at", "yesterday", capsys=capsys)
+    assert code == ch.USAGE and "is not a timestamp" in err, err
+    assert _files(host.db.parent) == before
+    assert host.systemctl_calls() == []
+
+
+# -- restores
+
+
+def test_verify_only_restores_checks_and_changes_nothing(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one", "two", "three")
+    host.replicate("-force-snapshot")
+    before = _files(host.db.parent)
+    code, out, err = host.run(cb.restore_main, "--verify-only", capsys=capsys)
+    assert code == ch.OK, err
+    assert "the restored copy is sound" in out and "events: 3 rows" in out, out
+    assert "--verify-only: nothing was changed" in out
+    assert _files(host.db.parent) == before
+    assert host.systemctl_calls() == []
+
+
+def test_restore_at_a_moment_swaps_in_that_state_and_keeps_the_old_database(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    moments = _replica_with_history(host)
+    old = host.db.read_bytes()
+    at = moments[1].strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, out, err = host.run(cb.restore_main, "--at", at, capsys=capsys)
+    assert code == ch.OK, err + out
+    assert host.count() == 2, "the state as of the second replicated moment"
+    (aside,) = [p for p in host.db.parent.iterdir() if p.name.startswith("pre-restore-")]
+    assert (aside / "events.db").read_bytes() == old, "the previous database is kept"
+    assert (aside / ".events.db-litestream").is_dir(), "Litestream's old state went with it"
+    assert host.db.stat().st_mode & 0o777 == 0o640
+    assert host.systemctl_calls() == [
+        "stop choiros-litestream.service", "stop choiros-backend.service",
+        "start choiros-backend.service", "start choiros-litestream.service"]
+    code, out, _ = host.run(cb.restore_main, "--latest", capsys=capsys)
+    assert code == ch.OK and host.count() == 3, out
+
+
+def test_a_restore_the_backend_is_unhealthy_on_is_undone(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    host.write("two")  # not replicated: the restored copy (1 row) differs from the current (2)
+    current = host.db.read_bytes()
+    Healthy.check = staticmethod(lambda: host.count() != 1)
+    code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
+    assert code == ch.UNDONE, err
+    assert "the previous database is back and healthy" in err, err
+    (aside,) = [p for p in host.db.parent.iterdir() if p.name.startswith("pre-restore-")]
+    assert host.db.read_bytes() == current, "the previous database is back in place"
+    assert host.count() == 2
+    with contextlib.closing(sqlite3.connect(aside / "restored" / "events.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    assert host.systemctl_calls()[-2:] == ["start choiros-backend.service",
+                                           "start choiros-litestream.service"]
+
+
+def test_a_swap_that_fails_halfway_puts_the_previous_database_back(
+        host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    host.write("two")
+    current = host.db.read_bytes()
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any) -> None:
+        if Path(dst) == host.db and ".restore-" in str(src):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(cb.os, "rename", rename)
+    code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
+    assert code == ch.BROKEN, err
+    assert "could not swap the restored database in" in err and "previous files are back" in err
+    assert host.db.read_bytes() == current
+    assert host.systemctl_calls()[-2:] == ["start choiros-backend.service",
+                                           "start choiros-litestream.service"]
+
+
+def test_restore_at_boot_restores_only_an_absent_database_from_an_existing_replica(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = host.run(cb.restore_at_boot_main, capsys=capsys)
+    assert code == ch.OK, err
+    assert "no replica" in out and "first host" in out and not host.db.exists()
+    host.write("one", "two")
+    host.replicate("-force-snapshot")
+    code, out, _ = host.run(cb.restore_at_boot_main, capsys=capsys)
+    assert code == ch.OK and "is present; nothing to restore" in out
+    for name in ("events.db", "events.db-wal", "events.db-shm"):
+        (host.db.parent / name).unlink(missing_ok=True)
+    code, out, err = host.run(cb.restore_at_boot_main, capsys=capsys)
+    assert code == ch.OK, err
+    assert "restored" in out and host.count() == 2
+    assert host.db.stat().st_mode & 0o777 == 0o640
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
+
+
+def test_restore_at_boot_refuses_a_corrupt_replica_so_the_backend_stays_down(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("x", table="not_events")
+    host.replicate("-force-snapshot")
+    for name in ("events.db", "events.db-wal", "events.db-shm"):
+        (host.db.parent / name).unlink(missing_ok=True)
+    code, _, err = host.run(cb.restore_at_boot_main, capsys=capsys)
+    assert code == ch.REFUSED and "tables missing: events" in err
+    assert not host.db.exists()
+
+
+# -- freshness
+
+
+def test_backup_age_is_zero_when_the_replica_has_every_change(host: Host) -> None:
+    assert cb.backup_age(host.cfg) == 0.0, "no database: nothing to protect"
+    host.write("one")
+    age = cb.backup_age(host.cfg, active=lambda cfg: True)
+    assert age > 0 and age < 60, "a database no upload ever captured ages from its last change"
+    host.replicate("-force-snapshot")
+    assert cb.backup_age(host.cfg, active=lambda cfg: True) == 0.0
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert cb.backup_age(host.cfg, later, active=lambda cfg: True) == 0.0, "idle stays fresh"
+    stale = cb.backup_age(host.cfg, later, active=lambda cfg: False)
+    assert 7100 < stale < 7300, "replication stopped: the age of the newest upload"
+
+
+def test_backup_age_counts_changes_litestream_has_not_uploaded(host: Host) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    local = host.db.parent / ".events.db-litestream" / "ltx" / "0"
+    local.mkdir(parents=True, exist_ok=True)
+    pending = local / f"{'0' * 15}f-{'0' * 14}ff.ltx"
+    pending.write_bytes(b"not uploaded")
+    os.utime(pending, (time.time() - 300, time.time() - 300))
+    age = cb.backup_age(host.cfg, active=lambda cfg: True)
+    assert 299 < age < 330, age
+    pending.unlink()
+    assert cb.backup_age(host.cfg, active=lambda cfg: True) == 0.0
+    host.write("two")  # a change Litestream never picked up, a minute after the newest upload
+    os.utime(host.db, (time.time() + 60, time.time() + 60))  # (the WAL was checkpointed away)
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert 590 < cb.backup_age(host.cfg, later, active=lambda cfg: True) < 620
+
+
+def test_freshness_publishes_the_metric_with_the_host_dimension(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    code, out, err = host.run(cb.freshness_main, capsys=capsys)
+    assert code == ch.OK, err
+    assert out.startswith("ChoirOS/BackupAgeSeconds Host=choiros-unit: "), out
+    stats = host.s3("cloudwatch").get_metric_statistics(
+        Namespace="ChoirOS", MetricName="BackupAgeSeconds",
+        Dimensions=[{"Name": "Host", "Value": "choiros-unit"}],
+        StartTime=datetime.now(UTC) - timedelta(minutes=5),
+        EndTime=datetime.now(UTC) + timedelta(minutes=5), Period=60, Statistics=["Maximum"])
+    assert stats["Datapoints"], stats
+    assert stats["Datapoints"][0]["Unit"] == "Seconds"
+
+
+# -- the artifact bootstrap
+
+
+@pytest.fixture(scope="module")
+def fetch() -> ModuleType:
+    path = TOOLS / "choiros-fetch-artifacts"
+    loader = importlib.machinery.SourceFileLoader("choiros_fetch_artifacts", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_the_bootstrap_installs_checked_artifacts_and_refuses_a_mismatch(
+        tmp_path: Path, moto_url: str, fetch: ModuleType,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION,
+                      aws_access_key_id=KEY, aws_secret_access_key=KEY)
+    s3.create_bucket(Bucket="choiros-unit-artifacts",
+                     CreateBucketConfiguration={"LocationConstraint": REGION})
+    good, bad = b"#!/bin/sh\necho good\n", b"tampered\n"
+    s3.put_object(Bucket="choiros-unit-artifacts", Key="host-tools/x/good", Body=good)
+    s3.put_object(Bucket="choiros-unit-artifacts", Key="host-tools/y/bad", Body=bad)
+    me = _me()
+    entries = [
+        {"path": str(tmp_path / "bin" / "good"), "key": "host-tools/x/good", "mode": "0755",
+         "sha256": hashlib.sha256(good).hexdigest(), "owner": f"{me}:{me}"},
+        {"path": str(tmp_path / "bin" / "bad"), "key": "host-tools/y/bad", "mode": "0755",
+         "sha256": hashlib.sha256(b"what was rendered").hexdigest(), "owner": f"{me}:{me}"},
+    ]
+    (tmp_path / "artifacts.json").write_text(json.dumps(entries))
+    (tmp_path / "host.json").write_text(json.dumps({
+        "region": REGION, "artifacts_bucket": "choiros-unit-artifacts",
+        "aws": {"endpoint_url": moto_url, "access_key_id": KEY, "secret_access_key": KEY}}))
+    monkeypatch.setenv("CHOIROS_HOST_CONFIG", str(tmp_path / "host.json"))
+    assert fetch.main(str(tmp_path / "artifacts.json")) == 3
+    installed = tmp_path / "bin" / "good"
+    assert installed.read_bytes() == good and installed.stat().st_mode & 0o777 == 0o755
+    assert not (tmp_path / "bin" / "bad").exists(), "a mismatch is never installed"
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["good"], "no temp files"
+    (tmp_path / "artifacts.json").write_text(json.dumps(entries[:1]))
+    mtime = installed.stat().st_mtime_ns
+    assert fetch.main(str(tmp_path / "artifacts.json")) == 0
+    assert installed.stat().st_mtime_ns == mtime, "an installed artifact is left alone"
+
+
+def test_the_bootstrap_runs_as_a_script_with_the_host_python(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(TOOLS / "choiros-fetch-artifacts"),
+                           str(tmp_path / "missing.json")], capture_output=True, text=True,
+                          env={**os.environ, "CHOIROS_HOST_CONFIG": str(tmp_path / "none")},
+                          timeout=60, check=False)
+    assert done.returncode == 2 and done.stderr.startswith("Error: cannot read"), done.stderr
+
