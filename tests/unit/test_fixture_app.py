@@ -7,7 +7,6 @@ directory and started through its own shebang (the system python3), on 127.0.0.1
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import shutil
@@ -15,7 +14,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -23,10 +21,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from module_loading import load_module
 
 pytestmark = [
     pytest.mark.unit,
@@ -36,18 +34,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rel = _load("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
+rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 
 # Run the child with the kernel's MemoryDenyWriteExecute (PR_SET_MDWE survives execve).
 MDWE_EXEC = ("import ctypes, os, sys\n"

@@ -32,8 +32,8 @@ from typing import Any
 
 import boto3
 import pytest
+from module_loading import load_module
 from moto.server import ThreadedMotoServer
-from test_host_tools_deploy import _load
 
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import render
@@ -44,8 +44,8 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "provisioning" / "host_tools"
-ch = _load("choiros_host", TOOLS / "choiros_host.py")
-cb = _load("choiros_backup", TOOLS / "choiros_backup.py")
+ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+cb = load_module("choiros_backup", TOOLS / "choiros_backup.py")
 
 BUCKET = "choiros-unit-backups"
 REGION = "eu-west-1"

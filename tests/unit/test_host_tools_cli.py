@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from module_loading import load_module
 
 pytestmark = pytest.mark.unit
 
@@ -20,18 +19,7 @@ TOOLS = Path(__file__).resolve().parents[2] / "provisioning" / "host_tools"
 SCRIPTS = ["choiros-deploy", "choiros-rollback", "choiros-secrets"]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ch = _load("choiros_host", TOOLS / "choiros_host.py")
+ch = load_module("choiros_host", TOOLS / "choiros_host.py")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None,

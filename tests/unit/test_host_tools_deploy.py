@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -28,11 +27,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import boto3
 import pytest
+from module_loading import load_module
 from moto import mock_aws
 
 pytestmark = pytest.mark.unit
@@ -41,19 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "provisioning" / "host_tools"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ch = _load("choiros_host", TOOLS / "choiros_host.py")
-rel = _load("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
+ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 
 FAKE_SYSTEMCTL = '''#!{python}
 """Fake systemctl: `restart UNIT` (re)starts $FAKE_APP_ROOT/current/sandbox on $FAKE_PORT."""

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import grp
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from module_loading import load_module
 from moto import mock_aws
 
 pytestmark = pytest.mark.unit
@@ -23,18 +22,7 @@ pytestmark = pytest.mark.unit
 TOOLS = Path(__file__).resolve().parents[2] / "provisioning" / "host_tools"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ch = _load("choiros_host", TOOLS / "choiros_host.py")
+ch = load_module("choiros_host", TOOLS / "choiros_host.py")
 
 PREFIX = "/choiros/test/"
 VALUES = {

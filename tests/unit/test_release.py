@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
-import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import boto3
 import pytest
+from module_loading import load_module
 from moto import mock_aws
 
 pytestmark = pytest.mark.unit
@@ -19,19 +17,8 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rel = _load("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
-ch = _load("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
+rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
+ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
 
 
 def test_builds_are_byte_for_byte_reproducible(tmp_path: Path) -> None:
