@@ -1,0 +1,201 @@
+"""``choiros-infra drift``: is the cloud, the host and its runbooks still what the code says?
+
+The logic and the report live in :mod:`choiros_infra.drift`; this module is the command line
+and the host run (verify's pieces, with pytest's output on stderr so ``--json`` keeps stdout
+for the result).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from choiros_infra import drift
+from choiros_infra.errors import EXIT_UNUSABLE
+from choiros_infra.targets import TargetChoice
+from choiros_infra.verify import (
+    PROJECT_ROOT,
+    HostAccess,
+    UsageProblem,
+    VerifyRun,
+    check_reachable,
+    close_shared_connection,
+    parse_host_url,
+    pytest_argv,
+    read_junit,
+    verdict,
+    write_ssh_config,
+)
+from infra.config import ConfigError, StackConfig, load_stack_file
+
+HELP = (
+    "Look for drift between the code and what runs, in three parts.\n\n"
+    "cloud: `pulumi preview --refresh --expect-no-changes` through the Automation API, each "
+    "resource that would change named (URN, operation, changed properties); where the Pulumi "
+    "CLI or credentials are missing (or for --target kitchen) the output says cloud drift was "
+    "NOT checked, which is never reported as no drift.\n\n"
+    "host: verify's suites and managed files against --host, each failed check named.\n\n"
+    "docs: the runbook expectations that fail on the host, by file:line.\n\n"
+    "Exit codes: 0 no drift found in what was checked (a part not checked is said so); 1 drift "
+    "found in any part; 2 the check could not run (bad input, invalid stack file, host "
+    "unreachable, preview failed, or nothing could be checked)."
+)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _problem(problem: str, fix: str) -> int:
+    _say(f"Error: {problem}\nTry: {fix}")
+    return EXIT_UNUSABLE
+
+
+def stack_name_of(stack_file: Path) -> str | None:
+    """``Pulumi.production.yaml`` -> ``production``."""
+    name = stack_file.name
+    if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")):
+        return name.removeprefix("Pulumi.").rsplit(".", 1)[0] or None
+    return None
+
+
+def check_cloud(stack: str | None, target: str, stack_file: Path,
+                runner: drift.PreviewRunner | None = None) -> drift.CloudDrift:
+    """The cloud part: not checked when its preconditions are missing, else the preview."""
+    if runner is None:
+        why = drift.cloud_precondition(target)
+        if why is not None:
+            return drift.not_checked_cloud(why)
+        if stack is None:
+            return drift.not_checked_cloud("no stack name (give --stack)")
+        runner = drift.automation_preview(stack, PROJECT_ROOT, stack_file)
+    try:
+        return drift.summarise_preview(runner)
+    except Exception as error:  # any other failure (no stack, plugin, CLI) is "could not run"
+        return drift.CloudDrift(True, "failed", f"pulumi preview could not run: {error}")
+
+
+def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConfig, *,
+               account_id: str | None, known_hosts: Path | None,
+               junit: Path | None) -> tuple[drift.PartDrift, drift.PartDrift]:
+    """One verify run against the host, split into the host and docs parts."""
+    workdir = Path(tempfile.mkdtemp(prefix="chd-"))
+    access = HostAccess(url=access.url, ssh_config=write_ssh_config(
+        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+    try:
+        try:
+            check_reachable(access)
+        except UsageProblem as problem:
+            _problem(problem.problem, problem.fix)
+            failed = drift.not_checked_part(f"host unreachable: {problem.problem}", "failed")
+            return failed, drift.not_checked_part("host unreachable", "failed")
+        results_file = junit or workdir / "junit.xml"
+        run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
+                                  junit=results_file)
+        code = subprocess.run(pytest_argv(run), check=False, cwd=PROJECT_ROOT,
+                              stdout=sys.stderr.fileno()).returncode
+        if verdict(code) == EXIT_UNUSABLE or not results_file.exists():
+            why = f"verify could not run the checks (pytest exit {code})"
+            return (drift.not_checked_part(why, "failed"),
+                    drift.not_checked_part(why, "failed"))
+        return drift.split_results(read_junit(results_file))
+    finally:
+        close_shared_connection(access)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``drift`` command to the CLI."""
+    app.command("drift", help=HELP, short_help="Look for drift: cloud (pulumi preview), "
+                "host (verify) and runbooks.")(drift_command)
+
+
+def drift_command(
+    stack_file: Annotated[Path, typer.Option(
+        "--stack-file", help="Stack file the stack and host were built from.",
+        show_default=False)],
+    stack: Annotated[str | None, typer.Option(
+        "--stack", help="Pulumi stack name (default: from Pulumi.<stack>.yaml).")] = None,
+    target: Annotated[TargetChoice, typer.Option(
+        "--target", help="aws (EC2 and the cloud stack) or kitchen (host only).")]
+        = TargetChoice.aws,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="The host to check: ssh://USER@ADDR[:PORT]; without it the host and "
+        "docs parts are not checked.")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(
+        "--ssh-key", help="Private key to log in with.")] = None,
+    known_hosts: Annotated[Path | None, typer.Option(
+        "--known-hosts", help="Check the host key against this file only, strictly.")] = None,
+    account_id: Annotated[str | None, typer.Option(
+        "--account-id", help="AWS account the buckets are named for (needed with --host and "
+        "--target aws).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write the Markdown report (Cloud, Host, Docs) here.")] = None,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", help="Write the host checks' JUnit XML here.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the structured result as JSON on stdout.")] = False,
+) -> None:
+    raise typer.Exit(run_drift(stack_file=stack_file, stack=stack, target=target.value,
+                               host=host, ssh_key=ssh_key, known_hosts=known_hosts,
+                               account_id=account_id, report=report, junit=junit,
+                               as_json=as_json))
+
+
+def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | None,
+              ssh_key: Path | None = None, known_hosts: Path | None = None,
+              account_id: str | None = None, report: Path | None = None,
+              junit: Path | None = None, as_json: bool = False,
+              runner: drift.PreviewRunner | None = None) -> int:
+    """The whole drift check; prints the summary (or JSON); returns the exit code."""
+    for given, what in ((ssh_key, "--ssh-key"), (known_hosts, "--known-hosts")):
+        if given is not None and not given.is_file():
+            return _problem(f"{what} {given} is not a readable file",
+                            f"give {what} the path of an existing file")
+    for wanted, what in ((junit, "--junit"), (report, "--report")):
+        if wanted is not None and not wanted.parent.is_dir():
+            return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
+                            f"create it, or give {what} a path in an existing directory")
+    try:
+        cfg = load_stack_file(stack_file)
+    except ConfigError as error:
+        _say(error.render())
+        return EXIT_UNUSABLE
+    if host is not None:
+        try:
+            parse_host_url(host)
+        except UsageProblem as problem:
+            return _problem(problem.problem, problem.fix)
+        if target == "aws" and account_id is None:
+            return _problem("--host with --target aws needs --account-id: the buckets are "
+                            "named for it",
+                            "--account-id $(aws sts get-caller-identity --query Account "
+                            "--output text)")
+    cloud = check_cloud(stack or stack_name_of(stack_file), target, stack_file, runner)
+    if host is None:
+        host_part = drift.not_checked_part("no --host given")
+        docs_part = drift.not_checked_part("no --host given")
+    else:
+        access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve())
+        host_part, docs_part = check_host(
+            access, stack_file, target, cfg, account_id=account_id,
+            known_hosts=known_hosts and known_hosts.resolve(),
+            junit=junit and junit.resolve())
+    result = drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part)
+    if report is not None:
+        report.write_text(drift.render_markdown(result, stack_file=str(stack_file), host=host))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        for line in drift.text_lines(result):
+            print(line)
+        if report is not None:
+            print(f"report: {report}")
+    return result.exit_code
