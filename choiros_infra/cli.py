@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from choiros_infra import kitchen_cmd, plan_cmd, render_cmd, verify_cmd
+from choiros_infra import diagnose_cmd, drift_cmd, kitchen_cmd, plan_cmd, render_cmd, verify_cmd
 
 app = typer.Typer(
     name="choiros-infra",
@@ -30,3 +30,5 @@ plan_cmd.register(app)
 render_cmd.register(app)
 kitchen_cmd.register(app)
 verify_cmd.register(app)
+diagnose_cmd.register(app)
+drift_cmd.register(app)

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
+from choiros_infra import diagnose_cmd
 from choiros_infra.errors import fail_config
 from choiros_infra.kitchen_drill import DrillResult, run_drill
 from choiros_infra.kitchen_stack import (
@@ -236,6 +237,26 @@ def verify(name: NameOption = DEFAULT_NAME,
     raise typer.Exit(_verify(name, _built_from(name, stack_file), tuple(pytest_args or ()),
                              junit=junit,
                              report=report, workers=workers))
+
+
+@kitchen_app.command()
+def diagnose(name: NameOption = DEFAULT_NAME,
+             out: Annotated[Path | None, typer.Option(
+                 "--out", help="Write the Markdown here (default: standard output).")]
+                 = None) -> None:
+    """Run `choiros-infra diagnose` against a kitchen host: its incident evidence in one
+    Markdown file (read-only).
+
+    Exit codes: 0 the file was written, 2 the diagnose could not run.
+    """
+    _prerequisites()
+    try:
+        st = lifecycle.status(name)
+        lifecycle.running_guest(name)
+    except KitchenError as exc:
+        _fail(exc)
+    access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
+    raise typer.Exit(diagnose_cmd.execute(access, out))
 
 
 @kitchen_app.command()

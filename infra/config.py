@@ -88,6 +88,9 @@ class StackConfig:
     termination_protection: bool = False
     app_version: str | None = None
     keep_releases: int = 5
+    alarm_disk_percent: int = 80
+    alarm_memory_percent: int = 90
+    alarm_unhealthy_minutes: int = 3
     project: str = field(default="choiros")
 
     @property
@@ -321,6 +324,12 @@ KEYS: dict[str, str] = {
     "termination_protection": "Protect the instance from API termination (default false).",
     "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
     "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
+    "alarm_disk_percent": "Alarm when / or the data disk is fuller than this for 5 minutes "
+    "(percent, default 80, 50..99).",
+    "alarm_memory_percent": "Alarm when memory use is above this for 5 minutes (percent, "
+    "default 90, 50..99).",
+    "alarm_unhealthy_minutes": "Alarm when the health check fails this many of the last N+2 "
+    "minutes, or stops reporting (default 3, 1..30).",
 }
 
 
@@ -386,6 +395,15 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
         keep_releases=optional("keep_releases", lambda r: _integer(
             "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
         or default("keep_releases"),
+        alarm_disk_percent=optional("alarm_disk_percent", lambda r: _integer(
+            "alarm_disk_percent", r, 50, 99, "use a percentage such as 80"))
+        or default("alarm_disk_percent"),
+        alarm_memory_percent=optional("alarm_memory_percent", lambda r: _integer(
+            "alarm_memory_percent", r, 50, 99, "use a percentage such as 90"))
+        or default("alarm_memory_percent"),
+        alarm_unhealthy_minutes=optional("alarm_unhealthy_minutes", lambda r: _integer(
+            "alarm_unhealthy_minutes", r, 1, 30, "use a few minutes such as 3"))
+        or default("alarm_unhealthy_minutes"),
     )
 
 

@@ -2,9 +2,9 @@
 
 Every alarm is an :class:`AlarmSpec`, plain data; :func:`host_alarms` lists the built-in ones
 and :class:`Monitoring` turns each spec into a CloudWatch alarm wired to the topic. Alarms on
-what the host publishes itself in the ``ChoirOS`` namespace (:func:`backup_freshness_alarm`;
-later health endpoint, disk, memory) are more specs passed in ``MonitoringArgs.extra_alarms``:
-no new wiring.
+what the host publishes itself in the ``ChoirOS`` namespace (:func:`backup_freshness_alarm`,
+:func:`health_alarms`: health check, disk, memory) are more specs passed in
+``MonitoringArgs.extra_alarms``: no new wiring.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class AlarmSpec:
     dimensions: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     recover_instance: bool = False
     treat_missing_data: str = "missing"
+    datapoints_to_alarm: int | None = None  # M of N: None means every evaluated period
 
 
 def host_alarms(instance_id: pulumi.Input[str]) -> list[AlarmSpec]:
@@ -103,6 +104,61 @@ def backup_freshness_alarm(host: str, namespace: str, metric: str, stale_after_s
     )
 
 
+def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_percent: int,
+                  memory_percent: int) -> list[AlarmSpec]:
+    """What choiros-healthcheck.timer publishes every minute (Healthy, DiskUsedPercent,
+    MemoryUsedPercent, dimension Host): unhealthy ``unhealthy_minutes`` of the last
+    ``unhealthy_minutes + 2`` minutes or not reporting at all; disk or memory above their
+    thresholds for 5 minutes."""
+    on_host: dict[str, pulumi.Input[str]] = {"Host": host}
+    window = unhealthy_minutes + 2
+    return [
+        AlarmSpec(
+            key="unhealthy",
+            description=f"The health check failed {unhealthy_minutes} of the last {window} "
+            "minutes (/health through Caddy or direct, or a required unit not running), or "
+            "Healthy stopped arriving (host down, choiros-healthcheck.timer stopped). Start "
+            "with `choiros-infra diagnose`; see the incident-response runbook.",
+            namespace=namespace,
+            metric_name="Healthy",
+            statistic="Minimum",
+            comparison_operator="LessThanThreshold",
+            threshold=1,
+            period=60,
+            evaluation_periods=window,
+            datapoints_to_alarm=unhealthy_minutes,
+            dimensions=on_host,
+            treat_missing_data="breaching",
+        ),
+        AlarmSpec(
+            key="disk-full",
+            description=f"/ or the data disk has been more than {disk_percent}% full for 5 "
+            "minutes. See the capacity-planning runbook.",
+            namespace=namespace,
+            metric_name="DiskUsedPercent",
+            statistic="Maximum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=disk_percent,
+            period=60,
+            evaluation_periods=5,
+            dimensions=on_host,
+        ),
+        AlarmSpec(
+            key="memory-high",
+            description=f"Memory use has been above {memory_percent}% for 5 minutes. See the "
+            "capacity-planning runbook.",
+            namespace=namespace,
+            metric_name="MemoryUsedPercent",
+            statistic="Maximum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=memory_percent,
+            period=60,
+            evaluation_periods=5,
+            dimensions=on_host,
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class MonitoringArgs:
     """The host to watch, who to tell, and any alarms beyond the built-in ones."""
@@ -158,6 +214,7 @@ class Monitoring(pulumi.ComponentResource):
                 threshold=spec.threshold,
                 period=spec.period,
                 evaluation_periods=spec.evaluation_periods,
+                datapoints_to_alarm=spec.datapoints_to_alarm,
                 dimensions=dict(spec.dimensions),
                 treat_missing_data=spec.treat_missing_data,
                 alarm_actions=actions,

@@ -18,7 +18,7 @@ from infra.artifacts import HostArtifacts, HostArtifactsArgs
 from infra.config import StackConfig
 from infra.host import AMIS, ChoirHost, ChoirHostArgs
 from infra.iam import InstanceRole, InstanceRoleArgs
-from infra.monitoring import Monitoring, MonitoringArgs, backup_freshness_alarm
+from infra.monitoring import Monitoring, MonitoringArgs, backup_freshness_alarm, health_alarms
 from infra.network import Network, NetworkArgs
 from infra.storage import Bucket, BucketArgs, bucket_name
 from infra.user_data import aws_user_data
@@ -123,6 +123,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             extra_alarms=[
                 backup_freshness_alarm(cfg.name, METRICS_NAMESPACE, BACKUP_AGE_METRIC,
                                        policy.stale_after_seconds, policy.stale_minutes),
+                *health_alarms(cfg.name, METRICS_NAMESPACE,
+                               unhealthy_minutes=cfg.alarm_unhealthy_minutes,
+                               disk_percent=cfg.alarm_disk_percent,
+                               memory_percent=cfg.alarm_memory_percent),
             ],
         ),
         opts=on_aws,

@@ -36,10 +36,13 @@ from provisioning.spec import (
     DATABASE,
     FRESHNESS_TIMER,
     FRESHNESS_UNIT,
+    HEALTHCHECK_TIMER,
+    HEALTHCHECK_UNIT,
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
     METRICS_NAMESPACE,
     OPEN_TCP_PORTS,
+    REQUIRED_UNITS,
     RESTORE_UNIT,
     SECRETS_UNIT,
     HostSpec,
@@ -67,6 +70,8 @@ HOST_TOOLS: tuple[tuple[str, str], ...] = (
     ("/usr/local/sbin/choiros-restore", "choiros-restore"),
     ("/usr/local/sbin/choiros-restore-at-boot", "choiros-restore-at-boot"),
     ("/usr/local/sbin/choiros-backup-freshness", "choiros-backup-freshness"),
+    ("/usr/local/lib/choiros/choiros_health.py", "choiros_health.py"),
+    ("/usr/local/sbin/choiros-healthcheck", "choiros-healthcheck"),
 )
 
 # Caddy's signing key for its own apt repository (Ubuntu 22.04 has no caddy package).
@@ -123,8 +128,14 @@ def _site_address(spec: HostSpec, tls_mode: TlsMode) -> str:
     return ":80"
 
 
+def _site_health_url(tls_mode: TlsMode) -> str:
+    """/health through Caddy, from the host itself (choiros-healthcheck)."""
+    return "http://127.0.0.1/health" if tls_mode == "off" else "https://127.0.0.1/health"
+
+
 def _host_config(spec: HostSpec, target: Target) -> str:
     """/etc/choiros/host.json: what the host tools need to know about their stack."""
+    tls_mode: TlsMode = target.tls_mode or spec.tls_mode
     config: dict[str, Any] = {
         "region": spec.region,
         "artifacts_bucket": spec.artifacts_bucket,
@@ -146,6 +157,10 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "sync_interval_seconds": spec.backup.sync_interval_seconds,
         "metrics_namespace": METRICS_NAMESPACE,
         "backup_age_metric": BACKUP_AGE_METRIC,
+        "site_health_url": _site_health_url(tls_mode),
+        "site_server_name": spec.domain or "",
+        "data_dir": DATA_DIR,
+        "required_units": list(REQUIRED_UNITS),
     }
     if target.aws_endpoint is not None:
         config["aws"] = {
@@ -182,6 +197,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "litestream_unit": LITESTREAM_UNIT,
         "litestream_config": LITESTREAM_CONFIG,
         "freshness_timer": FRESHNESS_TIMER,
+        "healthcheck_timer": HEALTHCHECK_TIMER,
         "fetch_artifacts": FETCH_ARTIFACTS,
         "metrics_namespace": METRICS_NAMESPACE,
         "backup_age_metric": BACKUP_AGE_METRIC,
@@ -215,6 +231,10 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
                     tpl("choiros-backup-freshness.service.j2")),
         ManagedFile(f"/etc/systemd/system/{FRESHNESS_TIMER}",
                     tpl("choiros-backup-freshness.timer.j2")),
+        ManagedFile(f"/etc/systemd/system/{HEALTHCHECK_UNIT}",
+                    tpl("choiros-healthcheck.service.j2")),
+        ManagedFile(f"/etc/systemd/system/{HEALTHCHECK_TIMER}",
+                    tpl("choiros-healthcheck.timer.j2")),
         # Readable by the services that run as the app user; the kitchen's holds test keys.
         ManagedFile(LITESTREAM_CONFIG, tpl("litestream.yml.j2"), mode=0o640, group=APP_USER),
         ManagedFile(f"{CONFIG_DIR}/host.json", _host_config(spec, target)),

@@ -33,6 +33,16 @@ LITESTREAM_CONFIG = f"{CONFIG_DIR}/litestream.yml"
 METRICS_NAMESPACE = "ChoirOS"
 BACKUP_AGE_METRIC = "BackupAgeSeconds"
 
+# The health check: every minute its timer checks /health through Caddy and directly, the
+# units that must run, disk and memory, logs one JSON line and publishes these metrics.
+HEALTHCHECK_UNIT = "choiros-healthcheck.service"
+HEALTHCHECK_TIMER = "choiros-healthcheck.timer"
+HEALTHY_METRIC = "Healthy"
+DISK_METRIC = "DiskUsedPercent"
+MEMORY_METRIC = "MemoryUsedPercent"
+REQUIRED_UNITS: tuple[str, ...] = (BACKEND_UNIT, "caddy.service", LITESTREAM_UNIT,
+                                   "fail2ban.service", "ssh.service")
+
 # Distro packages the host needs; nothing to compile: release artifacts are built elsewhere.
 # python3-systemd lets fail2ban read the journal (its systemd backend).
 BASE_PACKAGES: tuple[str, ...] = (

@@ -82,6 +82,12 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("keep_releases", 1, {}),
     ("keep_releases", 101, {}),
     ("keep_releases", "all", {}),
+    ("alarm_disk_percent", 49, {}),
+    ("alarm_disk_percent", 100, {}),
+    ("alarm_memory_percent", 100, {}),
+    ("alarm_memory_percent", "high", {}),
+    ("alarm_unhealthy_minutes", 0, {}),
+    ("alarm_unhealthy_minutes", 31, {}),
 ]
 
 

@@ -152,3 +152,50 @@ def test_a_stale_or_missing_backup_freshness_metric_alarms_the_topic(
         assert inputs["alarmActions"] == [topic_arn] and inputs["okActions"] == [topic_arn]
 
     return pulumi.Output.all(pulumi_mocks.settled(), outputs["alarm_topic_arn"]).apply(check)
+
+
+@pulumi.runtime.test
+def test_the_health_check_alarms_on_3_of_5_unhealthy_minutes_or_silence(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    outputs = build(stack_config())
+
+    def check(args: list[Any]) -> None:
+        resources, topic_arn = args
+        unhealthy = alarm(resources, "unhealthy")
+        inputs = unhealthy.inputs
+        assert (inputs["namespace"], inputs["metricName"]) == ("ChoirOS", "Healthy"), unhealthy.urn
+        assert inputs["dimensions"] == {"Host": "choiros-example"}, unhealthy.urn
+        assert (inputs["statistic"], inputs["comparisonOperator"], inputs["threshold"]) == (
+            "Minimum", "LessThanThreshold", 1), unhealthy.urn
+        assert (inputs["period"], inputs["evaluationPeriods"], inputs["datapointsToAlarm"]) == (
+            60, 5, 3), f"{unhealthy.urn}: 3 of 5 minutes"
+        assert inputs["treatMissingData"] == "breaching", f"{unhealthy.urn}: a silent host alarms"
+        assert inputs["alarmActions"] == [topic_arn] and inputs["okActions"] == [topic_arn]
+
+    return pulumi.Output.all(pulumi_mocks.settled(), outputs["alarm_topic_arn"]).apply(check)
+
+
+@pulumi.runtime.test
+def test_disk_and_memory_alarm_above_the_configured_percentages(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    outputs = build(stack_config(alarm_disk_percent=75, alarm_memory_percent=85,
+                                 alarm_unhealthy_minutes=2))
+
+    def check(args: list[Any]) -> None:
+        resources, topic_arn = args
+        for key, metric, threshold in (("disk-full", "DiskUsedPercent", 75),
+                                       ("memory-high", "MemoryUsedPercent", 85)):
+            found = alarm(resources, key)
+            inputs = found.inputs
+            assert (inputs["namespace"], inputs["metricName"]) == ("ChoirOS", metric), found.urn
+            assert inputs["dimensions"] == {"Host": "choiros-example"}, found.urn
+            assert (inputs["statistic"], inputs["comparisonOperator"], inputs["threshold"]) == (
+                "Maximum", "GreaterThanThreshold", threshold), found.urn
+            assert inputs["period"] * inputs["evaluationPeriods"] == 5 * 60, found.urn
+            assert inputs["alarmActions"] == [topic_arn], found.urn
+        unhealthy = alarm(resources, "unhealthy").inputs
+        assert (unhealthy["evaluationPeriods"], unhealthy["datapointsToAlarm"]) == (4, 2)
+
+    return pulumi.Output.all(pulumi_mocks.settled(), outputs["alarm_topic_arn"]).apply(check)

@@ -191,7 +191,8 @@ def test_pulumi_yaml_types_match_the_values_the_keys_take() -> None:
     types = {k.removeprefix("choiros:"): spec.get("type") for k, spec in project_config().items()}
     assert types["admin_cidrs"] == types["secrets"] == "array"
     assert {k for k, t in types.items() if t == "integer"} == {
-        "root_volume_gb", "backup_retention_days", "backup_sync_interval_seconds", "keep_releases"
+        "root_volume_gb", "backup_retention_days", "backup_sync_interval_seconds", "keep_releases",
+        "alarm_disk_percent", "alarm_memory_percent", "alarm_unhealthy_minutes",
     }
     assert {k for k, t in types.items() if t == "boolean"} == {
         "allow_world_ssh", "termination_protection"
@@ -233,7 +234,7 @@ def test_main_declares_the_stack_from_pulumi_config_and_exports_every_output(
 
     def check(args: list[Any]) -> None:
         resources, url = args
-        assert len(resources) == 45, [r.urn for r in resources]
+        assert len(resources) == 50, [r.urn for r in resources]
         assert url.startswith("http://198.51.100."), url
         tags = one(resources, "aws:ec2/instance:Instance").inputs["tags"]
         assert tags["owner"] == "ops", "the stack file's tags reach the resources"

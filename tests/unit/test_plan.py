@@ -23,7 +23,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
 
 # The example stack: what `plan` lists, by type.
 EXAMPLE_COUNTS = {
-    "aws:cloudwatch/metricAlarm:MetricAlarm": 4,
+    "aws:cloudwatch/metricAlarm:MetricAlarm": 7,
     "aws:ec2/eip:Eip": 1,
     "aws:ec2/eipAssociation:EipAssociation": 1,
     "aws:ec2/instance:Instance": 1,
@@ -39,7 +39,7 @@ EXAMPLE_COUNTS = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2,
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 2,
     "aws:s3/bucketVersioning:BucketVersioning": 2,
-    "aws:s3/bucketObjectv2:BucketObjectv2": 9,
+    "aws:s3/bucketObjectv2:BucketObjectv2": 11,
     "aws:sns/topic:Topic": 1,
     "aws:sns/topicSubscription:TopicSubscription": 1,
     "choiros:infra:Bucket": 2,
@@ -129,7 +129,7 @@ def test_the_same_stack_file_prints_the_same_bytes(flag: list[str]) -> None:
 def test_the_table_lists_resources_lookups_and_outputs() -> None:
     result = invoke("--stack-file", str(EXAMPLE))
     assert result.exit_code == 0, result.stderr
-    for expected in ("choiros-example: 45 resources", "aws:ec2:Instance",
+    for expected in ("choiros-example: 50 resources", "aws:ec2:Instance",
                      "choiros-example-host-instance", "aws:ec2/getAmi:getAmi",
                      "ssh admin@198.51.100."):
         assert expected in result.stdout, expected

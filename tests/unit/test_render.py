@@ -155,6 +155,9 @@ def test_kitchen_host_config_points_the_tools_at_the_kitchen_cloud() -> None:
     kitchen = json.loads(rendered(KITCHEN).file("/etc/choiros/host.json").content)
     assert "aws" not in aws, "on EC2 the tools use the instance role and AWS's endpoints"
     assert kitchen.pop("aws")["endpoint_url"] == "http://10.213.0.1:5000"
+    # The kitchen's TLS mode (internal) puts Caddy on https; the sample stack's is off.
+    assert kitchen.pop("site_health_url") == "https://127.0.0.1/health"
+    assert aws.pop("site_health_url") == "http://127.0.0.1/health"
     assert kitchen == aws
 
 
@@ -238,7 +241,8 @@ def test_no_database_work_before_the_restore_at_boot() -> None:
     restore = unit(RESTORE_UNIT)
     for dependent in (backend, litestream):
         assert RESTORE_UNIT in dependent["Requires"] and RESTORE_UNIT in dependent["After"]
-    assert LITESTREAM_UNIT in backend["Wants"] and BACKEND_UNIT in litestream["After"]
+    assert LITESTREAM_UNIT in backend["Wants"] and BACKEND_UNIT in litestream["Before"]
+    assert BACKEND_UNIT not in litestream.get("After", []), "Litestream must stop after it"
     assert {BACKEND_UNIT, LITESTREAM_UNIT} <= set(restore["Before"])
     assert restore["Type"] == ["oneshot"] and restore["User"] == ["choiros"]
     assert litestream["Restart"] == ["always"] and litestream["User"] == ["choiros"]

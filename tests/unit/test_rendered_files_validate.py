@@ -27,6 +27,8 @@ from provisioning.spec import (
     BACKEND_UNIT,
     FRESHNESS_TIMER,
     FRESHNESS_UNIT,
+    HEALTHCHECK_TIMER,
+    HEALTHCHECK_UNIT,
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
     RESTORE_UNIT,
@@ -37,7 +39,7 @@ from provisioning.target import AWS
 pytestmark = pytest.mark.unit
 
 ALL_UNITS = (BACKEND_UNIT, SECRETS_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT,
-             FRESHNESS_TIMER)
+             FRESHNESS_TIMER, HEALTHCHECK_UNIT, HEALTHCHECK_TIMER)
 MAX_EXPOSURE = 2.0  # `systemd-analyze security`, the runbook's target for the backend
 TLS_VARIANTS: dict[str, dict[str, Any]] = {
     "bare-ip-off": {},
@@ -167,7 +169,8 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
         target.write_text(managed.content)
     for executable in ("opt/choiros/current/sandbox", "usr/local/sbin/choiros-secrets",
                        "usr/local/bin/litestream", "usr/local/sbin/choiros-restore-at-boot",
-                       "usr/local/sbin/choiros-backup-freshness"):
+                       "usr/local/sbin/choiros-backup-freshness",
+                       "usr/local/sbin/choiros-healthcheck"):
         path = root / executable
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
@@ -178,7 +181,8 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
 
 
 # The secrets unit runs as root to write a root-owned file; the runbook's target is for these.
-@pytest.mark.parametrize("unit", [BACKEND_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT])
+@pytest.mark.parametrize("unit", [BACKEND_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT,
+                                  HEALTHCHECK_UNIT])
 def test_every_choiros_service_is_sandboxed_to_exposure_2_or_less(tmp_path: Path,
                                                                    unit: str) -> None:
     for managed in rendering(KITCHEN).files:

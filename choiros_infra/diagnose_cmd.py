@@ -1,0 +1,106 @@
+"""``choiros-infra diagnose``: collect one host's incident evidence into one Markdown file.
+
+See :mod:`choiros_infra.diagnose` for what is collected. ``kitchen diagnose`` calls
+:func:`execute` with the kitchen host's ssh_config.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from choiros_infra.diagnose import collect, render_markdown, ssh_runner
+from choiros_infra.errors import EXIT_OK, EXIT_UNUSABLE
+from choiros_infra.verify import (
+    HostAccess,
+    UsageProblem,
+    check_reachable,
+    close_shared_connection,
+    parse_host_url,
+    write_ssh_config,
+)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HELP = (
+    "Collect a host's incident evidence into one Markdown file: unit states, the last lines "
+    "of every service's log, disk and memory, listening ports, recent deploys and rollbacks, "
+    "fail2ban bans, backup freshness and the /health answers. Only reading commands run, as "
+    "root through sudo, over one shared SSH connection.\n\n"
+    "Exit codes: 0 the file was written (whatever the host's state); 2 the diagnose could not "
+    "run (bad arguments, host unreachable or no sudo)."
+)
+
+
+def _problem(problem: str, fix: str) -> int:
+    stderr.print(f"[red]Error:[/red] {escape(problem)}\n[bold]Try:[/bold] {escape(fix)}")
+    return EXIT_UNUSABLE
+
+
+def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None) -> int:
+    private: Path | None = None
+    if access.ssh_config is None:
+        private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
+        access = HostAccess(url=access.url, ssh_key=None, ssh_config=write_ssh_config(
+            private, ssh_key=access.ssh_key, known_hosts=known_hosts))
+    try:
+        check_reachable(access)
+        generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        text = render_markdown(collect(ssh_runner(access)), host=access.destination,
+                               generated=generated)
+    except UsageProblem as problem:
+        return _problem(problem.problem, problem.fix)
+    finally:
+        if private is not None:
+            close_shared_connection(access)
+            shutil.rmtree(private, ignore_errors=True)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text)
+        stderr.print(f"diagnose: wrote {escape(str(out))}")
+    return EXIT_OK
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``diagnose`` command to the CLI."""
+    app.command(help=HELP, short_help="Collect a host's incident evidence into one Markdown "
+                "file (read-only).")(diagnose)
+
+
+def diagnose(
+    host: Annotated[str, typer.Option(
+        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
+        show_default=False)],
+    ssh_key: Annotated[Path | None, typer.Option(
+        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
+        = None,
+    ssh_config: Annotated[Path | None, typer.Option(
+        "--ssh-config", help="Use this ssh_config as is instead of a generated one.")] = None,
+    known_hosts: Annotated[Path | None, typer.Option(
+        "--known-hosts", help="Check the host key against this file only, strictly.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the Markdown here (default: standard output).")] = None,
+) -> None:
+    if ssh_config is not None and (ssh_key is not None or known_hosts is not None):
+        raise typer.Exit(_problem("--ssh-config excludes --ssh-key and --known-hosts",
+                                  "name the key and known_hosts file in the ssh_config"))
+    for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
+                        (known_hosts, "--known-hosts")):
+        if given is not None and not given.is_file():
+            raise typer.Exit(_problem(f"{what} {given} is not a readable file",
+                                      f"give {what} the path of an existing file"))
+    try:
+        parse_host_url(host)
+    except UsageProblem as problem:
+        raise typer.Exit(_problem(problem.problem, problem.fix)) from None
+    access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
+                        ssh_config=ssh_config and ssh_config.resolve())
+    raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve()))

@@ -1,0 +1,209 @@
+"""Faults the kitchen proves the host survives, or reports: a killed backend comes back, a
+stopped Caddy is reported by the health check (Healthy=0 in the kitchen's CloudWatch), a
+release that fails its health check is rolled back, SSH guessing gets banned, a fuller disk is
+reported and corrupts nothing.
+
+One host for the module (``mon-<hex>``) from a throwaway copy of the example stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from choiros_infra.diagnose import SECTIONS
+from choiros_infra.diagnose_cmd import execute as diagnose
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.targets import KITCHEN_ACCOUNT
+from choiros_infra.verify import HostAccess
+from infra.config import StackConfig, load_stack_file
+from infra.user_data import bucket_names
+from kitchen import cloud, lifecycle
+from kitchen.release import build_release, upload_release
+from kitchen.ssh_access import ssh_config
+from kitchen.state import HostState
+
+pytestmark = [pytest.mark.kitchen, pytest.mark.faults]
+
+RECOVERY_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def host(stack_file: Path) -> Iterator[HostState]:
+    name = f"mon-{secrets.token_hex(3)}"
+    try:
+        yield stack_up(name, stack_file)
+    finally:
+        lifecycle.destroy(name)
+
+
+@pytest.fixture(scope="module")
+def cfg(stack_file: Path) -> StackConfig:
+    return load_stack_file(stack_file)
+
+
+def guest(host: HostState, *argv: str, timeout: float = 120) -> Any:
+    return lifecycle.exec_in(host.name, list(argv), timeout=timeout)
+
+
+def healthy_direct(host: HostState) -> bool:
+    done = guest(host, "curl", "-sf", "-m", "2", "http://127.0.0.1:8080/health", timeout=10)
+    return done.returncode == 0 and '"healthy"' in done.stdout
+
+
+def wait_until(what: str, check: Any, timeout: float, interval: float = 0.2) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:g}s")
+
+
+def health_run(host: HostState) -> dict[str, Any]:
+    """Run the health check now; its JSON line."""
+    done = guest(host, "systemctl", "start", "choiros-healthcheck.service")
+    assert done.returncode == 0, done.stderr
+    line = guest(host, "journalctl", "_SYSTEMD_UNIT=choiros-healthcheck.service", "-o", "cat",
+                 "-n", "1").stdout.strip()
+    report: dict[str, Any] = json.loads(line)
+    return report
+
+
+def test_the_incident_snapshot_has_every_section(host: HostState, tmp_path: Path) -> None:
+    out = tmp_path / "diagnose.md"
+    access = HostAccess(url=f"ssh://{host.ssh_user}@{host.address}", ssh_config=ssh_config(host))
+    assert diagnose(access, out) == 0
+    text = out.read_text()
+    for section in SECTIONS:
+        assert f"\n## {section.title}\n" in text, section.title
+    assert '"status": "healthy"' in text
+    assert '"action": "deploy"' in text, "the deploy history is in it"
+    assert "Status for the jail: sshd" in text
+    assert "### last published ages" in text and "events.db" in text  # backup freshness
+    assert "127.0.0.1:8080" in text  # the listening ports
+
+
+def test_a_backend_killed_with_sigkill_is_back_and_healthy_within_10_seconds(
+        host: HostState) -> None:
+    assert healthy_direct(host)
+    done = guest(host, "systemctl", "kill", "-s", "KILL", "--kill-whom=main",
+                 "choiros-backend.service")
+    assert done.returncode == 0, done.stderr
+    wait_until("backend down", lambda: not healthy_direct(host), 5, 0.05)
+    took = wait_until("backend healthy again", lambda: healthy_direct(host), RECOVERY_SECONDS)
+    print(f"backend healthy again {took:.1f}s after SIGKILL")
+    assert guest(host, "systemctl", "is-active", "choiros-backend.service").stdout.strip() \
+        == "active"
+
+
+def _healthy_points(cfg: StackConfig, host_dim: str, since: datetime) -> list[float]:
+    cw = cloud.aws_client("cloudwatch", cfg.region)
+    stats = cw.get_metric_statistics(
+        Namespace="ChoirOS", MetricName="Healthy",
+        Dimensions=[{"Name": "Host", "Value": host_dim}], StartTime=since,
+        EndTime=datetime.now(UTC) + timedelta(minutes=2), Period=60, Statistics=["Minimum"])
+    return [p["Minimum"] for p in stats["Datapoints"]]
+
+
+def test_caddy_stopped_is_reported_unhealthy_and_publishes_healthy_0(
+        host: HostState, cfg: StackConfig) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    guest(host, "systemctl", "stop", "caddy.service")
+    try:
+        report = health_run(host)
+        assert report["healthy"] is False, report
+        assert report["units"]["caddy.service"] != "active", report
+        assert any(p.startswith("caddy /health") for p in report["problems"]), report
+        assert report["published"] is True, report
+        assert 0.0 in _healthy_points(cfg, cfg.name, since)
+    finally:
+        guest(host, "systemctl", "start", "caddy.service")
+    assert health_run(host)["healthy"] is True
+
+
+def test_a_release_that_fails_its_health_check_is_rolled_back(
+        host: HostState, cfg: StackConfig, tmp_path: Path) -> None:
+    version = f"9.0.{secrets.randbelow(1000)}-bad"
+    tarball = build_release(version, tmp_path, unhealthy=True)
+    upload_release(cloud.aws_client("s3", cfg.region),
+                   bucket_names(cfg, KITCHEN_ACCOUNT).artifacts, tarball)
+    before = guest(host, "readlink", "/opt/choiros/current").stdout.strip()
+    done = guest(host, "choiros-deploy", version, timeout=300)
+    assert done.returncode == 1, f"exit {done.returncode}: {done.stdout}{done.stderr}"
+    assert guest(host, "readlink", "/opt/choiros/current").stdout.strip() == before
+    assert healthy_direct(host)
+    assert health_run(host)["healthy"] is True
+    history = [json.loads(line) for line in guest(
+        host, "cat", "/opt/choiros/deploy-history.jsonl").stdout.splitlines()]
+    failed = [h for h in history if h["action"] == "deploy" and h["to"] == version]
+    rolled = [h for h in history if h["action"] == "auto-rollback" and h["from"] == version]
+    assert failed and failed[-1]["result"] == "failed", history
+    assert rolled and rolled[-1]["result"] == "ok", history
+
+
+def test_a_fuller_disk_is_reported_and_nothing_is_corrupted(host: HostState) -> None:
+    # The kitchen's root is this machine's disk (shared with others): fill by 1 GiB or 5 %,
+    # whichever is less, and prove the health check's figure follows; no 80 % fill here.
+    df = guest(host, "df", "--output=size,used,avail", "-B1", "/opt/choiros/data").stdout
+    size, used, avail = (int(x) for x in df.splitlines()[1].split())
+    before = health_run(host)["disk_used_percent"]["/opt/choiros/data"]
+    fill = min(1 << 30, size // 20, avail // 2)
+    filler = "/opt/choiros/data/fault-filler"
+    try:
+        assert guest(host, "fallocate", "-l", str(fill), filler).returncode == 0
+        report = health_run(host)
+        after = report["disk_used_percent"]["/opt/choiros/data"]
+        expected = 100.0 * fill / (used + avail)
+        print(f"data disk {before}% -> {after}% with {fill >> 20} MiB more")
+        assert after - before == pytest.approx(expected, abs=0.3), (before, after, expected)
+        assert report["healthy"] is True, report
+    finally:
+        guest(host, "rm", "-f", filler)
+    check = guest(host, "sqlite3", "/opt/choiros/data/events.db", "PRAGMA integrity_check")
+    assert check.stdout.strip() == "ok", check.stdout + check.stderr
+
+
+def _failed_login(address: str, user: str) -> str:
+    """One SSH login as an unknown user with a throwaway key; the local address used."""
+    sock = socket.create_connection((address, 22), timeout=10)
+    local = str(sock.getsockname()[0])
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+        with contextlib.suppress(paramiko.SSHException):
+            transport.auth_publickey(user, paramiko.RSAKey.generate(2048))
+    finally:
+        transport.close()
+    return local
+
+
+def test_zz_five_ssh_attempts_as_unknown_users_get_the_address_banned(
+        host: HostState) -> None:
+    """Last in the module: it bans this machine's address on the host (undone at the end)."""
+    local = ""
+    for n in range(5):
+        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+            local = _failed_login(host.address, f"nobody-{n}-{secrets.token_hex(2)}")
+    assert local, "no SSH connection could be made at all"
+    try:
+        def banned() -> bool:
+            out = guest(host, "fail2ban-client", "status", "sshd", timeout=20).stdout
+            return local in out.split("Banned IP list:")[-1]
+
+        wait_until(f"{local} banned", banned, 30, 0.5)
+        assert local in guest(host, "ufw", "status").stdout, "banned through ufw"
+        assert healthy_direct(host)
+        assert health_run(host)["healthy"] is True
+    finally:
+        guest(host, "fail2ban-client", "set", "sshd", "unbanip", local)

@@ -1,0 +1,79 @@
+"""choiros-infra diagnose: the Markdown it assembles, and that it only ever reads."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choiros_infra import diagnose
+from choiros_infra.diagnose import SECTIONS, Probe, Result, collect, render_markdown
+from choiros_infra.verify import HostAccess
+
+pytestmark = pytest.mark.unit
+
+READ_ONLY = {"curl", "journalctl", "systemctl", "tail", "df", "du", "free", "uptime", "ss",
+             "ufw", "readlink", "fail2ban-client", "ls"}
+
+
+def _fake(probe: Probe) -> Result:
+    if probe.argv[0] == "readlink":
+        return Result(probe, 1, "releases/1.0.0\n")
+    if probe.argv[0] == "tail" and probe.argv[-1].endswith("backend.log"):
+        return Result(probe, 0, "a line with ``` in it\n")
+    return Result(probe, 0, f"output of {probe.argv[0]}\n")
+
+
+def test_the_report_has_every_section_in_order_with_a_table_of_contents() -> None:
+    text = render_markdown(collect(_fake), host="admin@10.0.0.1", generated="2026-01-01T00:00Z")
+    titles = ["Health", "Units", "Logs", "Disk and memory", "Listening ports",
+              "Deploys and rollbacks", "fail2ban bans", "Backup freshness"]
+    assert [s.title for s in SECTIONS] == titles
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == titles
+    assert "- [Disk and memory](#disk-and-memory)" in text
+    assert text.startswith("# Diagnose: admin@10.0.0.1\n")
+    for title in ("journal of caddy.service", "journal of choiros-litestream.service",
+                  "/opt/choiros/logs/backend.log", "/opt/choiros/logs/backend-error.log",
+                  "deploy history", "sshd jail", "TCP listeners", "backend /health"):
+        assert f"### {title}" in text, title
+
+
+def test_a_failed_command_is_marked_and_output_with_backticks_stays_fenced() -> None:
+    text = render_markdown(collect(_fake), host="h", generated="t")
+    assert "### current and previous (exit 1)" in text
+    assert "````text\na line with ``` in it\n````" in text
+    assert "`readlink /opt/choiros/current /opt/choiros/previous`" in text
+
+
+def test_every_probe_only_reads() -> None:
+    for section in SECTIONS:
+        for probe in section.probes:
+            assert probe.argv[0] in READ_ONLY, probe
+            if probe.argv[0] == "systemctl":
+                assert probe.argv[1] in ("list-units", "--failed", "list-timers"), probe
+            if probe.argv[0] == "ufw" or probe.argv[0] == "fail2ban-client":
+                assert probe.argv[1] == "status", probe
+
+
+def test_the_ssh_runner_quotes_the_command_and_runs_it_through_sudo(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "ok\n", "")
+
+    monkeypatch.setattr(diagnose.subprocess, "run", fake_run)
+    config = tmp_path / "ssh_config"
+    config.write_text("")
+    run = diagnose.ssh_runner(HostAccess(url="ssh://admin@10.0.0.1", ssh_config=config))
+    result = run(Probe("x", ("tail", "-n", "5", "/opt/choiros/a b.log")))
+    assert result.output == "ok\n" and result.exit_code == 0
+    argv = seen[0]
+    assert argv[:3] == ["ssh", "-F", str(config)] and "admin@10.0.0.1" in argv
+    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "tail", "-n", "5",
+                                     "/opt/choiros/a b.log", "2>&1"]
