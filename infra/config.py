@@ -324,8 +324,8 @@ KEYS: dict[str, str] = {
     "termination_protection": "Protect the instance from API termination (default false).",
     "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
     "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
-    "alarm_disk_percent": "Alarm when / or the data disk is fuller than this for 5 minutes "
-    "(percent, default 80, 50..99).",
+    "alarm_disk_percent": "Alarm when /, the data or the log filesystem is fuller than this for "
+    "5 minutes (percent, default 80, 50..99).",
     "alarm_memory_percent": "Alarm when memory use is above this for 5 minutes (percent, "
     "default 90, 50..99).",
     "alarm_unhealthy_minutes": "Alarm when the health check fails this many of the last N+2 "

@@ -40,6 +40,7 @@ from provisioning.spec import (
     HEALTHCHECK_UNIT,
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
+    LOGS_DIR,
     METRICS_NAMESPACE,
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
@@ -160,6 +161,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "site_health_url": _site_health_url(tls_mode),
         "site_server_name": spec.domain or "",
         "data_dir": DATA_DIR,
+        "logs_dir": LOGS_DIR,
         "required_units": list(REQUIRED_UNITS),
     }
     if target.aws_endpoint is not None:

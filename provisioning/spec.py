@@ -24,6 +24,7 @@ BACKEND_PORT = 8080
 # backups bucket; restore-at-boot brings it back on a new host before the backend starts; the
 # freshness timer publishes how far the replica is behind.
 DATA_DIR = f"{APP_ROOT}/data"
+LOGS_DIR = f"{APP_ROOT}/logs"
 DATABASE = f"{DATA_DIR}/events.db"
 LITESTREAM_UNIT = "choiros-litestream.service"
 RESTORE_UNIT = "choiros-restore-at-boot.service"

@@ -7,14 +7,22 @@ choiros_backup.py. One run checks:
   the certificate is not verified: the check is about the service on this host, and the
   kitchen's is self-signed) and directly at the backend (`health_url`);
 * that every unit in `required_units` is active;
-* disk use of / and of the data directory, memory use (1 - MemAvailable/MemTotal);
+* disk use of /, the data directory and the log directory, memory use
+  (1 - MemAvailable/MemTotal);
 * backup freshness (choiros_backup.backup_age; informational, it has its own alarm).
+
+A filesystem with less than 64 MiB left for the app's user is *full*: the database, its
+replication and the logs are about to fail their writes, while /health still answers (it
+writes nothing). That is an outage, so it counts as unhealthy. A fuller disk short of that is
+only a figure: the disk-full alarm (a stack setting, not a host one, so that changing it does
+not replace the host) decides when it matters.
 
 It prints ONE JSON line (the journal keeps it) and publishes to CloudWatch, namespace
 `metrics_namespace`, dimension Host=<hostname>: Healthy (1 when both health answers are healthy
-and every required unit is active, else 0), DiskUsedPercent (the fuller of / and the data
-directory), MemoryUsedPercent. Exit 0 when it published (healthy or not: an unhealthy host is
-data for the alarm, not a failure of this unit), 4 when it could not publish.
+and every required unit is active and no checked filesystem is full, else 0), DiskUsedPercent
+(the fullest of the checked filesystems), MemoryUsedPercent. Exit 0 when it published
+(healthy or not: an unhealthy host is data for the alarm, not a failure of this unit), 4 when
+it could not publish.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ HEALTHY_METRIC = "Healthy"
 DISK_METRIC = "DiskUsedPercent"
 MEMORY_METRIC = "MemoryUsedPercent"
 HTTP_TIMEOUT = 5.0
+FULL_BELOW_BYTES = 64 << 20
 
 
 def probe(url: str, server_name: str = "", timeout: float = HTTP_TIMEOUT) -> dict[str, Any]:
@@ -124,15 +133,14 @@ def unit_states(units: tuple[str, ...]) -> dict[str, str]:
     return {u: (states[i] if i < len(states) else "unknown") for i, u in enumerate(units)}
 
 
-def disk_used_percent(path: Path) -> float:
+def disk_usage(path: Path) -> tuple[float, int]:
+    """(percent used, bytes free) as df counts them: used / (used + available to unprivileged
+    users), and df's Avail, which leaves out the blocks reserved for root."""
     st = os.statvfs(path)
-    total = st.f_blocks * st.f_frsize
-    if total == 0:
-        return 0.0
-    # As df counts it: used / (used + available to unprivileged users).
+    free = st.f_bavail * st.f_frsize
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    usable = used + st.f_bavail * st.f_frsize
-    return round(100.0 * used / usable, 1) if usable else 100.0
+    usable = used + free
+    return (round(100.0 * used / usable, 1) if usable else 100.0), free
 
 
 def memory_used_percent(meminfo: Path = Path("/proc/meminfo")) -> float:
@@ -158,17 +166,24 @@ def _backup_age(cfg: Config) -> float | None:
 
 
 def check(cfg: Config, backup_age: Callable[[Config], float | None] = _backup_age,
-          meminfo: Path = Path("/proc/meminfo")) -> dict[str, Any]:
+          meminfo: Path = Path("/proc/meminfo"),
+          full_below_bytes: int = FULL_BELOW_BYTES) -> dict[str, Any]:
     """Everything one run looks at, as the JSON object it logs."""
     site = probe(cfg.site_health_url, cfg.site_server_name) if cfg.site_health_url else None
     backend = probe(cfg.health_url)
     units = unit_states(cfg.required_units)
     disks: dict[str, float | None] = {}
-    for path in ("/", str(cfg.data_dir)):
+    free_mb: dict[str, int | None] = {}
+    full: list[str] = []
+    for path in dict.fromkeys(("/", str(cfg.data_dir), str(cfg.logs_dir))):
         try:
-            disks[path] = disk_used_percent(Path(path))
+            disks[path], free = disk_usage(Path(path))
         except OSError:
-            disks[path] = None
+            disks[path] = free_mb[path] = None
+            continue
+        free_mb[path] = free >> 20
+        if free < full_below_bytes:
+            full.append(f"{path} is full: {free >> 20} MiB free")
     try:
         memory: float | None = memory_used_percent(meminfo)
     except OSError:
@@ -176,6 +191,7 @@ def check(cfg: Config, backup_age: Callable[[Config], float | None] = _backup_ag
     problems = [f"{name} /health: " + str(p.get("error") or f"HTTP {p.get('status')}")
                 for name, p in (("caddy", site), ("backend", backend)) if p and not p["ok"]]
     problems += [f"{u} is {s}" for u, s in units.items() if s != "active"]
+    problems += full
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "host": cfg.hostname or os.uname().nodename,
@@ -184,6 +200,7 @@ def check(cfg: Config, backup_age: Callable[[Config], float | None] = _backup_ag
         "health": {"caddy": site, "backend": backend},
         "units": units,
         "disk_used_percent": disks,
+        "disk_free_mb": free_mb,
         "memory_used_percent": memory,
         "backup_age_seconds": backup_age(cfg),
     }

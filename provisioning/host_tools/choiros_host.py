@@ -93,10 +93,11 @@ class Config:
     sync_interval_seconds: float = 1.0
     metrics_namespace: str = "ChoirOS"
     backup_age_metric: str = "BackupAgeSeconds"
-    # choiros_health.py: /health through Caddy (Host and SNI), what must run, the data disk.
+    # choiros_health.py: /health through Caddy (Host and SNI), what must run, the disks.
     site_health_url: str = ""
     site_server_name: str = ""
     data_dir: Path = Path("/opt/choiros/data")
+    logs_dir: Path = Path("/opt/choiros/logs")
     required_units: tuple[str, ...] = ()
 
     @property

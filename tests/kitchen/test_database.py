@@ -9,12 +9,10 @@ prefix are this module's alone; its objects are removed from moto at the end.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guest_data import wait_for_replica
 
 from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig, load_stack_file
-from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from kitchen.state import HostState
-from provisioning.artifacts import LITESTREAM
 
 pytestmark = pytest.mark.kitchen
 
@@ -83,41 +79,6 @@ def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = N
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
         return json.loads(response.read())
-
-
-def replica_count(cfg: StackConfig) -> int | None:
-    """Rows of `events` in the latest replica, restored here with the pinned Litestream."""
-    names = bucket_names(cfg, KITCHEN_ACCOUNT)
-    info = cloud.cloud_info()
-    url = (f"s3://{names.backups}/{cfg.backup_prefix.rstrip('/')}?endpoint={info.endpoint_url}"
-           f"&region={cfg.region}&forcePathStyle=true")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env.update(AWS_ACCESS_KEY_ID=info.access_key_id, AWS_SECRET_ACCESS_KEY=info.secret_access_key)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "events.db"
-        done = subprocess.run([str(LITESTREAM.local_file()), "restore", "-o", str(out), url],
-                              env=env, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode or not out.exists():
-            return None
-        import sqlite3
-
-        conn = sqlite3.connect(out)
-        try:
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        finally:
-            conn.close()
-
-
-def wait_for_replica(cfg: StackConfig, count: int, timeout: float) -> float:
-    """Seconds until the replica holds ``count`` events (fails after ``timeout``)."""
-    started = time.monotonic()
-    seen = None
-    while time.monotonic() - started < timeout:
-        seen = replica_count(cfg)
-        if seen == count:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"the replica holds {seen} events, not {count}, after {timeout}s")
 
 
 def guest(host: HostState, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -8,15 +8,11 @@ Litestream (restored into a temporary file), never through the host under test.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
-import sqlite3
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -27,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guest_data import replica_state, small_filesystem, wait_for_replica
 
 from choiros_infra.kitchen_stack import replace_host, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
@@ -34,7 +31,6 @@ from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from kitchen.state import HostState
-from provisioning.artifacts import LITESTREAM
 
 pytestmark = pytest.mark.kitchen
 
@@ -81,38 +77,6 @@ def count(host: HostState) -> int:
 def guest(host: HostState, *argv: str, user: str | None = None,
           timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return lifecycle.exec_in(host.name, list(argv), user=user, timeout=timeout)
-
-
-def replica_state(cfg: StackConfig) -> tuple[str, int] | None:
-    """(integrity_check, rows of `events`) of the latest replica, restored here with the pinned
-    Litestream; None when it cannot be restored."""
-    names = bucket_names(cfg, KITCHEN_ACCOUNT)
-    info = cloud.cloud_info()
-    url = (f"s3://{names.backups}/{cfg.backup_prefix.rstrip('/')}?endpoint={info.endpoint_url}"
-           f"&region={cfg.region}&forcePathStyle=true")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env.update(AWS_ACCESS_KEY_ID=info.access_key_id, AWS_SECRET_ACCESS_KEY=info.secret_access_key)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "events.db"
-        done = subprocess.run([str(LITESTREAM.local_file()), "restore", "-o", str(out), url],
-                              env=env, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode or not out.exists():
-            return None
-        with contextlib.closing(sqlite3.connect(out)) as conn:
-            integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
-            return integrity, int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
-
-def wait_for_replica(cfg: StackConfig, rows: int, timeout: float) -> float:
-    """Seconds until the replica holds ``rows`` events, sound (fails after ``timeout``)."""
-    started = time.monotonic()
-    seen = None
-    while time.monotonic() - started < timeout:
-        seen = replica_state(cfg)
-        if seen == ("ok", rows):
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise AssertionError(f"the replica is {seen}, not ('ok', {rows}), after {timeout}s")
 
 
 def freshness_age(host: HostState) -> float | None:
@@ -310,19 +274,12 @@ def test_a_restore_while_the_app_writes_leaves_a_consistent_database(db_host: Fi
 def test_a_full_data_filesystem_fails_writes_and_keeps_the_replica_sound(
         db_host: Fixture) -> None:
     host, cfg = db_host.host, db_host.cfg
-    # The data directory moves onto a small tmpfs of its own (root in the guest can mount;
-    # the mount lives in the guest's mount namespace and dies with it).
-    units = ("choiros-litestream.service", "choiros-backend.service")
-    assert guest(host, "systemctl", "stop", *units).returncode == 0
-    small = guest(host, "sh", "-euc", f"""
-        mode=$(stat -c %a {DATA}); owner=$(stat -c %u:%g {DATA})
-        rm -rf /root/data-copy; cp -a {DATA}/. /root/data-copy
-        mount -t tmpfs -o size=16m,mode=$mode,uid=${{owner%:*}},gid=${{owner#*:}} \
-            choiros-data {DATA}
-        cp -a /root/data-copy/. {DATA}/
-        """)
-    assert small.returncode == 0, small.stderr
-    assert guest(host, "systemctl", "start", *units).returncode == 0
+    with small_filesystem(host.name, DATA, 16,
+                          ("choiros-litestream.service", "choiros-backend.service")):
+        _fill_the_small_data_filesystem(host, cfg)
+
+
+def _fill_the_small_data_filesystem(host: HostState, cfg: StackConfig) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:

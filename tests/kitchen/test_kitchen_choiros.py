@@ -59,6 +59,7 @@ def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(
     assert 'OPENAI_API_KEY="kitchen-test-value-for-OPENAI_API_KEY"' in env.stdout
 
 
+@pytest.mark.faults  # a reboot is one of the faults the host must survive
 def test_reboot_keeps_data_and_state(choiros_host: HostState, stack_file: Path) -> None:
     for n in range(3):
         assert "id" in api(choiros_host, "POST", "/api/events", {"n": n})

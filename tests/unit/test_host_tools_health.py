@@ -99,10 +99,11 @@ def _config(tmp_path: Path, site_url: str, backend_url: str, server_name: str = 
     spec = HostSpec(hostname=HOST, os="debian-12", region=REGION, artifacts_bucket="unused",
                     backups_bucket="unused", backup_prefix="hosts/unit/")
     host_json = json.loads(render(spec, AWS).file("/etc/choiros/host.json").content)
-    data = tmp_path / "data"
+    data, logs = tmp_path / "data", tmp_path / "logs"
     data.mkdir(exist_ok=True)
+    logs.mkdir(exist_ok=True)
     host_json.update(site_health_url=site_url, health_url=backend_url,
-                     site_server_name=server_name, data_dir=str(data),
+                     site_server_name=server_name, data_dir=str(data), logs_dir=str(logs),
                      database=str(data / "events.db"))
     path = tmp_path / "host.json"
     path.write_text(json.dumps(host_json))
@@ -155,7 +156,8 @@ def test_a_healthy_host_logs_one_line_and_publishes_healthy_1_disk_and_memory(
     assert report["host"] == HOST
     assert set(report["units"]) == set(REQUIRED_UNITS)
     assert report["health"]["caddy"]["ok"] and report["health"]["backend"]["ok"], report
-    assert set(report["disk_used_percent"]) == {"/", str(tmp_path / "data")}
+    checked = {"/", str(tmp_path / "data"), str(tmp_path / "logs")}
+    assert set(report["disk_used_percent"]) == set(report["disk_free_mb"]) == checked
     assert 0 < report["memory_used_percent"] < 100
     assert report["backup_age_seconds"] == 0.0  # no database yet: nothing to protect
     assert [p["Minimum"] for p in _datapoints(aws, "Healthy")] == [1.0]
@@ -241,9 +243,37 @@ def test_when_cloudwatch_refuses_the_line_is_still_logged_and_the_run_fails(
     assert report["healthy"] is True
 
 
+def test_a_full_filesystem_is_unhealthy_and_named_with_what_is_left(
+        tmp_path: Path, systemctl: None, servers: Any) -> None:
+    """Full means less free than the floor; the real floor (64 MiB) and a really full
+    filesystem are proven in the kitchen (tests/kitchen/test_faults.py)."""
+    cfg = ch.load_config(str(_config(tmp_path, *servers(200, 200))))
+    free_mb = shutil.disk_usage(tmp_path).free >> 20
+    report = hc.check(cfg, backup_age=lambda c: 0.0, full_below_bytes=(free_mb + 1024) << 20)
+    assert report["healthy"] is False, report
+    for path in ("/", str(tmp_path / "data"), str(tmp_path / "logs")):
+        problem = next(p for p in report["problems"] if p.startswith(f"{path} is full: "))
+        assert abs(int(problem.split()[3]) - free_mb) <= 64, problem  # MiB free, as df says
+    assert [m["Value"] for m in hc.metrics(report) if m["MetricName"] == "Healthy"] == [0.0]
+    room = hc.check(cfg, backup_age=lambda c: 0.0, full_below_bytes=0)
+    assert room["healthy"] is True and room["problems"] == [], room
+
+
+def test_a_missing_directory_is_no_figure_rather_than_a_guess(
+        tmp_path: Path, systemctl: None, servers: Any) -> None:
+    config = _config(tmp_path, *servers(200, 200))
+    (tmp_path / "logs").rmdir()
+    report = hc.check(ch.load_config(str(config)), backup_age=lambda c: 0.0)
+    logs = str(tmp_path / "logs")
+    assert report["disk_used_percent"][logs] is None and report["disk_free_mb"][logs] is None
+    assert report["healthy"] is True, report
+
+
 def test_memory_and_disk_percentages(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:        2000000 kB\nMemFree:          100000 kB\n"
                        "MemAvailable:     500000 kB\n")
     assert hc.memory_used_percent(meminfo) == 75.0
-    assert 0 <= hc.disk_used_percent(tmp_path) <= 100
+    used, free = hc.disk_usage(tmp_path)
+    assert 0 <= used <= 100
+    assert abs(free - shutil.disk_usage(tmp_path).free) < 64 << 20
