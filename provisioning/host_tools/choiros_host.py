@@ -354,9 +354,20 @@ def locked(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def where_to_look(cfg: Config, reason: str) -> str:
+    """The first place to look when the backend did not come up: its logs, unless systemd
+    never started it because a unit it requires failed (on a new host, typically the restore
+    at boot refusing the backup), which no backend log mentions."""
+    if "dependency job" in reason.lower():
+        return ("systemctl --failed (a unit the backend requires failed; for "
+                "choiros-restore-at-boot: journalctl -u choiros-restore-at-boot -o cat and the "
+                "database runbook)")
+    return cfg.backend_logs
+
+
 def go_live(cfg: Config, action: str, new: str, old: str | None, old_previous: str | None) -> int:
     """Make new current (old previous), restart, check; if unhealthy switch back, raise."""
-    root, logs = cfg.app_root, cfg.backend_logs
+    root = cfg.app_root
     switch(root, new, old)
     print(f"{action}: current -> {new} (was {old or 'none'}); restarting {cfg.backend_unit}")
     reason = restart_and_check(cfg)
@@ -364,6 +375,7 @@ def go_live(cfg: Config, action: str, new: str, old: str | None, old_previous: s
     if reason is None:
         print(f"{action}: {new} is live and healthy")
         return OK
+    logs = where_to_look(cfg, reason)
     what = f"{action} to {new} failed its health check ({reason})"
     if old is None:
         raise ToolError(f"{what}; there is no earlier release to go back to",

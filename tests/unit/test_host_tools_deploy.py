@@ -487,6 +487,23 @@ def test_a_failing_restart_command_counts_as_unhealthy(
         "/bin/false restart choiros-backend.service exited 1: "] * 2
 
 
+def test_a_backend_held_back_by_a_failed_dependency_points_at_the_failed_units(
+        host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As on a new host whose restore at boot refused the backup: systemd does not start the
+    backend at all, so its logs are empty and the failed units are where to look."""
+    refusing = tmp_path / "systemctl-dependency-failed"
+    refusing.write_text("#!/bin/sh\necho \"A dependency job for $2 failed. See 'journalctl "
+                        "-xe' for details.\" >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    monkeypatch.setenv("CHOIROS_SYSTEMCTL", str(refusing))
+    assert host.deploy(str(host.build("1.0.0"))) == 4
+    err = capsys.readouterr().err
+    assert "A dependency job for choiros-backend.service failed" in err
+    assert "Try: systemctl --failed" in err and "choiros-restore-at-boot" in err, err
+    assert "backend-error.log" not in err
+
+
 class _Health(BaseHTTPRequestHandler):
     answers: ClassVar[list[tuple[int, bytes]]] = []
 
