@@ -26,19 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import (
-    KITCHEN_WORKERS,
-    PROJECT_ROOT,
+from choiros_infra.host_access import (
     HostAccess,
-    VerifyRun,
     check_reachable,
     close_shared_connection,
-    pytest_argv,
-    read_junit,
-    total,
     write_ssh_config,
 )
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.verify import KITCHEN_WORKERS, PROJECT_ROOT, VerifyRun, pytest_argv
+from choiros_infra.verify_report import read_junit, total
 from infra.config import load_stack_file
 from kitchen import lifecycle
 from kitchen.state import HostState

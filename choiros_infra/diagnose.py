@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from choiros_infra.verify import HostAccess, _ssh_options
+from choiros_infra.host_access import HostAccess, ssh_options
 
 COMMAND_TIMEOUT = 30.0
 LOG_LINES = 50
@@ -128,7 +128,7 @@ def ssh_runner(access: HostAccess, timeout: float = COMMAND_TIMEOUT) -> Runner:
     def run(probe: Probe) -> Result:
         remote = shlex.join(["sudo", "-n", "--", *probe.argv]) + " 2>&1"
         try:
-            done = subprocess.run([*_ssh_options(access), access.destination, remote],
+            done = subprocess.run([*ssh_options(access), access.destination, remote],
                                   capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return Result(probe, 124, f"(no answer within {timeout:g}s)")

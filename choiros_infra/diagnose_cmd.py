@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from choiros_infra.diagnose import collect, render_markdown, ssh_runner
 from choiros_infra.errors import EXIT_OK, EXIT_UNUSABLE
-from choiros_infra.verify import (
+from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
     check_reachable,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
-from choiros_infra.verify import UNMAPPED, CheckResult
+from choiros_infra.verify_report import UNMAPPED, CheckResult
 
 Outcome = Literal["no-drift", "drift", "failed", "not-checked"]
 

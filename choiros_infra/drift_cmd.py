@@ -19,20 +19,17 @@ import typer
 
 from choiros_infra import drift
 from choiros_infra.errors import EXIT_UNUSABLE
-from choiros_infra.targets import TargetChoice
-from choiros_infra.verify import (
-    PROJECT_ROOT,
+from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
-    VerifyRun,
     check_reachable,
     close_shared_connection,
     parse_host_url,
-    pytest_argv,
-    read_junit,
-    verdict,
     write_ssh_config,
 )
+from choiros_infra.targets import TargetChoice
+from choiros_infra.verify import PROJECT_ROOT, VerifyRun, pytest_argv, verdict
+from choiros_infra.verify_report import read_junit
 from infra.config import ConfigError, StackConfig, load_stack_file
 
 HELP = (

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from choiros_infra import diagnose_cmd
 from choiros_infra.errors import fail_config
+from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_drill import DrillResult, run_drill
 from choiros_infra.kitchen_stack import (
     DEFAULT_STACK_FILE,
@@ -35,7 +36,7 @@ from choiros_infra.kitchen_stack import (
     replace_host,
     stack_up,
 )
-from choiros_infra.verify import KITCHEN_WORKERS, HostAccess
+from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
 from infra.config import ConfigError
 from kitchen import cloud, lifecycle, preflight

@@ -21,27 +21,31 @@ from rich.markup import escape
 from rich.table import Table
 
 from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE
+from choiros_infra.host_access import (
+    HostAccess,
+    UsageProblem,
+    check_reachable,
+    close_shared_connection,
+    parse_host_url,
+    write_ssh_config,
+)
 from choiros_infra.runbook_stamp import stamp, valid_label
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import (
     DEFAULT_WORKERS,
     KITCHEN_WORKERS,
     RUNBOOKS,
+    VerifyRun,
+    run_pytest,
+    verdict,
+)
+from choiros_infra.verify_report import (
     UNMAPPED,
     CheckResult,
-    HostAccess,
-    UsageProblem,
-    VerifyRun,
-    check_reachable,
-    close_shared_connection,
     group_by_runbook,
-    parse_host_url,
     read_junit,
     render_markdown,
-    run_pytest,
     total,
-    verdict,
-    write_ssh_config,
 )
 from infra.config import ConfigError, StackConfig, load_stack_file
 

@@ -25,9 +25,9 @@ from guest_data import small_filesystem
 
 from choiros_infra.diagnose import SECTIONS
 from choiros_infra.diagnose_cmd import execute as diagnose
+from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
-from choiros_infra.verify import HostAccess
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from conftest import host_name
 
+from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import HostAccess, run_suites
+from choiros_infra.verify import run_suites
 from kitchen import lifecycle
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState

@@ -15,10 +15,12 @@ from conftest import host_name
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
+from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_cmd import kitchen_app
 from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import PROJECT_ROOT, CheckResult, HostAccess, read_junit
+from choiros_infra.verify import PROJECT_ROOT
 from choiros_infra.verify_cmd import execute
+from choiros_infra.verify_report import CheckResult, read_junit
 from kitchen import lifecycle
 from kitchen.state import HostState
 

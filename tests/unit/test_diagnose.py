@@ -11,7 +11,7 @@ import pytest
 
 from choiros_infra import diagnose
 from choiros_infra.diagnose import SECTIONS, Probe, Result, collect, render_markdown
-from choiros_infra.verify import HostAccess
+from choiros_infra.host_access import HostAccess
 
 pytestmark = pytest.mark.unit
 

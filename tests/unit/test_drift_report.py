@@ -29,7 +29,7 @@ from choiros_infra.drift import (
     not_checked_part,
     summarise_preview,
 )
-from choiros_infra.verify import read_junit
+from choiros_infra.verify_report import read_junit
 
 pytestmark = pytest.mark.unit
 

@@ -11,27 +11,31 @@ from sample_stack import stack_config
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
+from choiros_infra.host_access import (
+    HostAccess,
+    UsageProblem,
+    explain_ssh_failure,
+    parse_host_url,
+    ssh_config_text,
+)
 from choiros_infra.verify import (
     DEFAULT_WORKERS,
     KITCHEN_WORKERS,
     RUNBOOKS,
     SUITES,
-    UNMAPPED,
-    CheckResult,
-    HostAccess,
-    UsageProblem,
     VerifyRun,
-    explain_ssh_failure,
-    group_by_runbook,
-    parse_host_url,
     pytest_argv,
-    read_junit,
-    render_markdown,
     runbook_address,
     runbook_scheme,
-    ssh_config_text,
-    total,
     verdict,
+)
+from choiros_infra.verify_report import (
+    UNMAPPED,
+    CheckResult,
+    group_by_runbook,
+    read_junit,
+    render_markdown,
+    total,
 )
 
 pytestmark = pytest.mark.unit

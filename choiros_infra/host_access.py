@@ -1,0 +1,161 @@
+"""Reaching a host over SSH for verify, drift and diagnose: the ``ssh://USER@ADDR[:PORT]``
+URL, an ssh_config that multiplexes (ControlMaster, ControlPath, ControlPersist) so the first
+command opens the connection and every later one, from every pytest-xdist worker, reuses it,
+the reachability check made before anything else runs, and errors that say which part of the
+access is wrong (key, user, address, sudo).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+CONNECT_TIMEOUT = 10
+CONTROL_PERSIST = "120s"
+
+
+class UsageProblem(Exception):
+    """The verify cannot run: what is wrong, and what to try."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """How testinfra reaches the host: ``ssh://USER@ADDR[:PORT]`` and an ssh_config or a key."""
+
+    url: str
+    ssh_config: Path | None = None
+    ssh_key: Path | None = None
+
+    @property
+    def user(self) -> str:
+        return parse_host_url(self.url)[0]
+
+    @property
+    def address(self) -> str:
+        return parse_host_url(self.url)[1]
+
+    @property
+    def port(self) -> int | None:
+        return parse_host_url(self.url)[2]
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.address}"
+
+
+def parse_host_url(url: str) -> tuple[str, str, int | None]:
+    """``ssh://USER@ADDR[:PORT]`` -> (user, address, port); UsageProblem otherwise."""
+    fix = "give the host as ssh://USER@ADDR, e.g. ssh://admin@203.0.113.10"
+    parts = urlsplit(url)
+    if parts.scheme != "ssh" or parts.path not in ("", "/") or parts.query:
+        raise UsageProblem(f"--host {url!r} is not an ssh:// URL", fix)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageProblem(f"--host {url!r} has an invalid port", fix) from None
+    if not parts.hostname:
+        raise UsageProblem(f"--host {url!r} names no address", fix)
+    if not parts.username:
+        raise UsageProblem(f"--host {url!r} names no user",
+                           "add the login: admin on Debian images, ubuntu on Ubuntu")
+    return parts.username, parts.hostname, port
+
+
+def ssh_config_text(*, ssh_key: Path | None, control_dir: Path | None,
+                    known_hosts: Path | None = None) -> str:
+    """An ssh_config for verify. ``control_dir`` set: one shared connection (ControlMaster);
+    None: a new connection per command (the naive configuration the benchmark compares)."""
+    lines = ["Host *", "    BatchMode yes", f"    ConnectTimeout {CONNECT_TIMEOUT}",
+             "    ServerAliveInterval 15", "    LogLevel ERROR"]
+    if ssh_key is not None:
+        lines += [f"    IdentityFile {ssh_key}", "    IdentitiesOnly yes"]
+    if known_hosts is not None:
+        lines += [f"    UserKnownHostsFile {known_hosts}", "    StrictHostKeyChecking yes"]
+    else:
+        lines += ["    StrictHostKeyChecking accept-new"]
+    if control_dir is not None:
+        lines += ["    ControlMaster auto", f"    ControlPath {control_dir}/%C",
+                  f"    ControlPersist {CONTROL_PERSIST}"]
+    else:
+        lines += ["    ControlMaster no", "    ControlPath none"]
+    return "\n".join(lines) + "\n"
+
+
+def write_ssh_config(directory: Path, *, ssh_key: Path | None, multiplex: bool = True,
+                     known_hosts: Path | None = None) -> Path:
+    """Write ``directory/ssh_config`` (``directory`` private: it also holds the control
+    socket) and return its path."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / "ssh_config"
+    path.write_text(ssh_config_text(ssh_key=ssh_key, control_dir=directory if multiplex else None,
+                                    known_hosts=known_hosts))
+    return path
+
+
+def ssh_options(access: HostAccess) -> list[str]:
+    argv = ["ssh"]
+    if access.ssh_config is not None:
+        argv += ["-F", str(access.ssh_config)]
+    if access.ssh_key is not None:
+        argv += ["-i", str(access.ssh_key)]
+    if access.port is not None:
+        argv += ["-p", str(access.port)]
+    return [*argv, "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
+
+
+def explain_ssh_failure(access: HostAccess, stderr: str) -> UsageProblem:
+    """ssh's complaint as a problem and a fix."""
+    text = stderr.strip()
+    last = text.splitlines()[-1] if text else "no message"
+    if "Permission denied" in text:
+        return UsageProblem(f"SSH refused the login as {access.destination}: {last}",
+                            "check --ssh-key (the key of the stack's choiros:ssh_public_key) "
+                            "and the user (admin on Debian, ubuntu on Ubuntu)")
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification" in text:
+        return UsageProblem(f"the host key of {access.address} does not match the known one",
+                            f"if the host was replaced (a config change replaces it), forget "
+                            f"the old key: ssh-keygen -R {access.address}")
+    if "Could not resolve" in text:
+        return UsageProblem(f"cannot resolve {access.address}: {last}",
+                            "check the address (pulumi stack output public_ip)")
+    if "refused" in text:
+        return UsageProblem(f"{access.address} refuses SSH connections: {last}",
+                            "is the host up? (choiros-infra kitchen status, or the EC2 console)")
+    return UsageProblem(f"cannot reach {access.destination} over SSH: {last}",
+                        "check the address, that the host is up, and that your IP is in the "
+                        "stack's choiros:admin_cidrs")
+
+
+def check_reachable(access: HostAccess, timeout: float = 30.0) -> None:
+    """Log in and prove root through sudo, as every check will; raise UsageProblem otherwise.
+    With a multiplexing ssh_config this also opens the connection the run then shares."""
+    try:
+        result = subprocess.run([*ssh_options(access), access.destination, "sudo", "-n", "true"],
+                                capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise UsageProblem(f"no answer from {access.address} within {timeout:g}s",
+                           "check the address and that your IP is in the stack's "
+                           "choiros:admin_cidrs (the security group)") from None
+    except FileNotFoundError:
+        raise UsageProblem("the ssh client is not installed",
+                           "apt-get install openssh-client") from None
+    if result.returncode == 255:
+        raise explain_ssh_failure(access, result.stderr)
+    if result.returncode != 0:
+        raise UsageProblem(f"{access.user} logged in but cannot sudo without a password: "
+                           f"{result.stderr.strip()}",
+                           "verify reads the host as root through sudo: use the image's "
+                           "admin user (admin on Debian, ubuntu on Ubuntu)")
+
+
+def close_shared_connection(access: HostAccess) -> None:
+    """Stop the ControlMaster a run started (for a generated ssh_config)."""
+    subprocess.run([*ssh_options(access), "-O", "exit", access.destination],
+                   capture_output=True, timeout=10, check=False)
