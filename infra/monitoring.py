@@ -116,7 +116,8 @@ def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_per
         AlarmSpec(
             key="unhealthy",
             description=f"The health check failed {unhealthy_minutes} of the last {window} "
-            "minutes (/health through Caddy or direct, or a required unit not running), or "
+            "minutes (/health through Caddy or direct, a required unit not running, or a "
+            "full filesystem), or "
             "Healthy stopped arriving (host down, choiros-healthcheck.timer stopped). Start "
             "with `choiros-infra diagnose`; see the incident-response runbook.",
             namespace=namespace,
@@ -132,8 +133,8 @@ def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_per
         ),
         AlarmSpec(
             key="disk-full",
-            description=f"/ or the data disk has been more than {disk_percent}% full for 5 "
-            "minutes. See the capacity-planning runbook.",
+            description=f"/, the data or the log filesystem has been more than "
+            f"{disk_percent}% full for 5 minutes. See the capacity-planning runbook.",
             namespace=namespace,
             metric_name="DiskUsedPercent",
             statistic="Maximum",
