@@ -21,7 +21,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from guest_data import small_filesystem
+from guest_data import metric_points, small_filesystem
 
 from choiros_infra.diagnose import SECTIONS
 from choiros_infra.diagnose_cmd import execute as diagnose
@@ -112,15 +112,6 @@ def test_a_backend_killed_with_sigkill_is_back_and_healthy_within_10_seconds(
         == "active"
 
 
-def _healthy_points(cfg: StackConfig, host_dim: str, since: datetime) -> list[float]:
-    cw = cloud.aws_client("cloudwatch", cfg.region)
-    stats = cw.get_metric_statistics(
-        Namespace="ChoirOS", MetricName="Healthy",
-        Dimensions=[{"Name": "Host", "Value": host_dim}], StartTime=since,
-        EndTime=datetime.now(UTC) + timedelta(minutes=2), Period=60, Statistics=["Minimum"])
-    return [p["Minimum"] for p in stats["Datapoints"]]
-
-
 def test_caddy_stopped_is_reported_unhealthy_and_publishes_healthy_0(
         host: HostState, cfg: StackConfig) -> None:
     since = datetime.now(UTC) - timedelta(seconds=5)
@@ -131,7 +122,7 @@ def test_caddy_stopped_is_reported_unhealthy_and_publishes_healthy_0(
         assert report["units"]["caddy.service"] != "active", report
         assert any(p.startswith("caddy /health") for p in report["problems"]), report
         assert report["published"] is True, report
-        assert 0.0 in _healthy_points(cfg, cfg.name, since)
+        assert 0.0 in metric_points(cfg, "Healthy", "Minimum", since)
     finally:
         guest(host, "systemctl", "start", "caddy.service")
     assert health_run(host)["healthy"] is True
@@ -183,15 +174,6 @@ def _post_event(host: HostState, n: int) -> bool:
     return done.stdout.strip() == "201"
 
 
-def _metric_max(cfg: StackConfig, metric: str, since: datetime) -> float:
-    cw = cloud.aws_client("cloudwatch", cfg.region)
-    stats = cw.get_metric_statistics(
-        Namespace="ChoirOS", MetricName=metric, Dimensions=[{"Name": "Host", "Value": cfg.name}],
-        StartTime=since, EndTime=datetime.now(UTC) + timedelta(minutes=2), Period=60,
-        Statistics=["Maximum"])
-    return max((p["Maximum"] for p in stats["Datapoints"]), default=-1.0)
-
-
 @pytest.mark.parametrize("which", sorted(FILLED))
 def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting_nothing(
         host: HostState, cfg: StackConfig, which: str) -> None:
@@ -213,7 +195,8 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
                   f"{report['disk_free_mb'][path]} MiB free: healthy={report['healthy']}")
             assert report["disk_used_percent"][path] >= 85.0, report
             assert report["healthy"] is True, report
-            assert _metric_max(cfg, "DiskUsedPercent", since) >= 85.0
+            disk = metric_points(cfg, "DiskUsedPercent", "Maximum", since)
+            assert max(disk, default=-1.0) >= 85.0, disk
             # Full: dd until the filesystem refuses more.
             guest(host, "dd", "if=/dev/zero", f"of={filler}-2", "bs=1M", timeout=120)
             writes = [_post_event(host, n) for n in range(5)]
@@ -223,8 +206,9 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
             assert report["healthy"] is False, report
             assert f"{path} is full: 0 MiB free" in report["problems"], report
             assert report["published"] is True, report
-            assert 0.0 in _healthy_points(cfg, cfg.name, since)
-            assert _metric_max(cfg, "DiskUsedPercent", since) == 100.0
+            assert 0.0 in metric_points(cfg, "Healthy", "Minimum", since)
+            disk = metric_points(cfg, "DiskUsedPercent", "Maximum", since)
+            assert max(disk, default=-1.0) == 100.0, disk
         finally:
             guest(host, "rm", "-f", filler, f"{filler}-2")
         # Room again: healthy without anyone restarting anything, nothing acknowledged lost,
