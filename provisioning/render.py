@@ -1,8 +1,10 @@
 """HostSpec + Target -> every managed file and the cloud-init user-data that installs them.
 
 One rendering serves EC2 and the kitchen; they differ only in the settings ``Target`` names.
-The output is byte-for-byte deterministic (stable ordering, no timestamps, gzip mtime 0), so
-``pulumi preview`` shows a user-data change only when the host really changes.
+The output is byte-for-byte deterministic (stable ordering, no timestamps, and a gzip encoding
+fully specified by :mod:`provisioning.deterministic_gzip`, independent of the OS and the zlib
+build), so ``pulumi preview`` shows a user-data change only when the host really changes, on
+any operator's machine.
 
 Delivery: configuration files are written by cloud-init from the user-data (``inline``). The
 host tools and the pinned Litestream binary are ``artifacts``: the user-data lists their path,
@@ -15,13 +17,13 @@ the kitchen publish; it is independent of the stack (see :func:`published_artifa
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from provisioning import deterministic_gzip
 from provisioning.artifacts import PINNED_BINARIES, Artifact, PinnedBinary, binary_artifact
 from provisioning.files import Delivery, ManagedFile
 from provisioning.spec import (
@@ -95,8 +97,9 @@ class Rendering:
 
     @property
     def user_data(self) -> bytes:
-        """The exact bytes handed to the instance: gzip (mtime 0) of the cloud-config."""
-        return gzip.compress(self.cloud_config.encode("utf-8"), compresslevel=9, mtime=0)
+        """The exact bytes handed to the instance: the cloud-config, gzip-encoded the same way
+        on every machine."""
+        return deterministic_gzip.compress(self.cloud_config.encode("utf-8"))
 
     @property
     def inline_files(self) -> tuple[ManagedFile, ...]:

@@ -2,13 +2,15 @@
 
 A change to a template shows up here as a readable diff. When the change is intended, rewrite
 the golden files with ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_golden.py`` and review
-``git diff tests/golden``. Host tools are shipped verbatim from provisioning/host_tools and are
-not repeated here.
+``git diff tests/golden``. ``user-data.aws.sha256`` pins the example stack's exact EC2
+user-data bytes (a change to them replaces the host). Host tools are shipped verbatim from
+provisioning/host_tools and are not repeated here.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from sample_stack import stack_config
 
 from choiros_infra.targets import KITCHEN
+from infra.config import load_stack_file
 from infra.user_data import render_for
 from provisioning.render import HOST_TOOLS
 from provisioning.target import AWS
@@ -26,6 +29,24 @@ pytestmark = pytest.mark.unit
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 TARGETS: dict[str, Any] = {"aws": AWS, "kitchen": KITCHEN}
 VERBATIM = {path for path, _ in HOST_TOOLS}
+
+# The sha256 of the example stack's EC2 user-data: any change to these bytes replaces
+# production's host, so it is pinned here and rewritten only on purpose
+# (UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_golden.py).
+GOLDEN_USER_DATA_SHA256 = GOLDEN / "user-data.aws.sha256"
+
+
+def _example_user_data() -> bytes:
+    cfg = load_stack_file(GOLDEN.parents[1] / "Pulumi.example.yaml")
+    return render_for(cfg, AWS, "choiros-example-artifacts", "choiros-example-backups").user_data
+
+
+def test_example_user_data_matches_the_golden_sha256() -> None:
+    digest = hashlib.sha256(_example_user_data()).hexdigest()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN_USER_DATA_SHA256.write_text(digest + "\n")
+    assert GOLDEN_USER_DATA_SHA256.read_text().strip() == digest, (
+        "the example stack's user-data bytes changed; if intended, rerun with UPDATE_GOLDEN=1")
 
 
 def _expected_files(target_name: str) -> dict[str, str]:
