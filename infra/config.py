@@ -22,7 +22,8 @@ import yaml
 
 NAMESPACE = "choiros"
 
-OsName = Literal["debian-12", "ubuntu-22.04"]
+# Only what the kitchen boots and tests: Ubuntu 22.04's Python 3.10 cannot run the host tools.
+OsName = Literal["debian-12"]
 TlsMode = Literal["acme", "internal", "off"]
 
 _INSTANCE_TYPE = re.compile(
@@ -35,16 +36,21 @@ _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-
 _SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
+# AWS tag keys and values: letters, digits, spaces and _ . : / = + - @ (values may be empty).
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
-_SSH_KEY_TYPES = (
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-)
+_TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
+# What EC2's ImportKeyPair accepts: ed25519 and RSA of at least 2048 bits.
+_SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
+_SSH_KEY_TYPES_REFUSED = ("ecdsa-sha2-", "sk-")
+MIN_RSA_BITS = 2048
+_AMI_ID = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
+_SUBNET_ID = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+# Top-level keys a Pulumi stack file may hold besides config: (the CLI writes them).
+_STACK_FILE_KEYS = frozenset({"config", "secretsprovider", "encryptedkey", "encryptionsalt",
+                              "environment"})
+# Keys whose value is a list: the Pulumi CLI sets those element by element with --path.
+LIST_KEYS = frozenset({"admin_cidrs", "secrets"})
 # S3 objects take at most 10 tags; every resource gets project, stack, managed-by and Name.
 MAX_USER_TAGS = 6
 _WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -86,6 +92,8 @@ class StackConfig:
     secrets: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
     termination_protection: bool = False
+    ami: str | None = None
+    subnet_id: str | None = None
     app_version: str | None = None
     keep_releases: int = 5
     alarm_disk_percent: int = 80
@@ -160,12 +168,47 @@ def _integer(key: str, raw: object, low: int, high: int, fix: str) -> int:
 # --------------------------------------------------------------------------- key validators
 
 
+def aws_regions() -> frozenset[str]:
+    """Every region of every AWS partition, from the endpoint data botocore ships."""
+    from botocore.loaders import create_loader
+
+    endpoints = create_loader().load_data("endpoints")
+    return frozenset(r for p in endpoints["partitions"] for r in p["regions"])
+
+
 def _region(raw: object) -> str:
     fix = "set choiros:region to an AWS region such as eu-west-1"
     region = _text("region", raw, fix)
-    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d", region):
-        raise ConfigError("region", raw, "is not an AWS region name", fix)
+    if region not in aws_regions():
+        raise ConfigError("region", raw, "is not an AWS region", fix)
     return region
+
+
+def account_id(raw: object, key: str = "account-id") -> str:
+    """A 12-digit AWS account id (what bucket names end in), or a ConfigError."""
+    value = str(raw).strip() if isinstance(raw, str | int) else ""
+    if not _ACCOUNT_ID.fullmatch(value):
+        raise ConfigError(key, raw, "is not an AWS account id (12 digits)",
+                          "pass the account's id as aws sts get-caller-identity prints it, "
+                          "e.g. --account-id 123456789012")
+    return value
+
+
+def _ami(raw: object) -> str:
+    fix = ("pin an image id such as ami-0123456789abcdef0 (choiros-infra plan prints the "
+           "newest Debian 12 image when this key is unset)")
+    value = _text("ami", raw, fix)
+    if not _AMI_ID.fullmatch(value):
+        raise ConfigError("ami", raw, "is not an AMI id", fix)
+    return value
+
+
+def _subnet_id(raw: object) -> str:
+    fix = "use the id of a public subnet of your VPC, e.g. subnet-0123456789abcdef0"
+    value = _text("subnet_id", raw, fix)
+    if not _SUBNET_ID.fullmatch(value):
+        raise ConfigError("subnet_id", raw, "is not a subnet id", fix)
+    return value
 
 
 def _instance_type(raw: object) -> str:
@@ -180,10 +223,14 @@ def _instance_type(raw: object) -> str:
 
 
 def _os(raw: object) -> OsName:
-    if raw not in ("debian-12", "ubuntu-22.04"):
+    if raw == "ubuntu-22.04":
+        raise ConfigError("os", raw, "is not supported: the host tools need Python 3.11 "
+                          "(Ubuntu 22.04 has 3.10) and the kitchen cannot boot Ubuntu to prove it",
+                          "use debian-12 (the default), or remove choiros:os")
+    if raw != "debian-12":
         raise ConfigError("os", raw, "is not a supported operating system",
-                          "use debian-12 (the default, what the kitchen tests) or ubuntu-22.04")
-    return raw
+                          "use debian-12 (the default, what the kitchen tests)")
+    return "debian-12"
 
 
 def _admin_cidrs(raw: object, allow_world: bool) -> tuple[str, ...]:
@@ -210,6 +257,10 @@ def _ssh_public_key(raw: object) -> str:
     fix = "paste one line of ~/.ssh/id_ed25519.pub (type, base64 key, optional comment)"
     key = _text("ssh_public_key", raw, fix)
     parts = key.split()
+    if parts and parts[0].startswith(_SSH_KEY_TYPES_REFUSED):
+        raise ConfigError("ssh_public_key", raw, f"is a {parts[0]} key, which EC2 key pairs "
+                          "refuse (they take ed25519 and RSA of 2048 bits or more)",
+                          "use an ed25519 key: ssh-keygen -t ed25519, then paste the .pub line")
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES or "\n" in key:
         raise ConfigError("ssh_public_key", raw, "is not an OpenSSH public key", fix)
     import base64
@@ -225,7 +276,26 @@ def _ssh_public_key(raw: object) -> str:
     if embedded != parts[0]:
         raise ConfigError("ssh_public_key", raw,
                           f"says {parts[0]} but its key body is {embedded!r}", fix)
+    if embedded == "ssh-rsa":
+        bits = _rsa_bits(blob[4 + length:])
+        if bits < MIN_RSA_BITS:
+            raise ConfigError("ssh_public_key", raw, f"is a {bits}-bit RSA key; EC2 key pairs "
+                              f"need at least {MIN_RSA_BITS} bits",
+                              "use an ed25519 key: ssh-keygen -t ed25519")
     return key
+
+
+def _rsa_bits(fields_blob: bytes) -> int:
+    """The modulus size of an RSA public key blob after its type name: e, then n (mpints)."""
+    import struct
+
+    offset = 0
+    mpints: list[bytes] = []
+    for _ in range(2):
+        (size,) = struct.unpack(">I", fields_blob[offset:offset + 4])
+        mpints.append(fields_blob[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    return int.from_bytes(mpints[1], "big").bit_length()
 
 
 def _domain(raw: object) -> str:
@@ -276,6 +346,9 @@ def _tags(raw: object) -> tuple[tuple[str, str], ...]:
             raise ConfigError("tags", key, "is set by this program itself", "remove it from tags")
         if not isinstance(val, str | int) or len(str(val)) > 256:
             raise ConfigError("tags", {key: val}, "tag values must be strings of at most 256", fix)
+        if not _TAG_VALUE.fullmatch(str(val)):
+            raise ConfigError("tags", {key: val}, "has a character AWS refuses in tag values",
+                              "use only letters, digits, spaces and _ . : / = + - @")
         pairs.append((key, str(val)))
     if len(pairs) > MAX_USER_TAGS:
         raise ConfigError("tags", raw, f"has {len(pairs)} tags; at most {MAX_USER_TAGS} fit",
@@ -307,7 +380,11 @@ def _version(raw: object) -> str:
 KEYS: dict[str, str] = {
     "region": "AWS region the host and its buckets live in, e.g. eu-west-1.",
     "instance_type": "EC2 instance type (default c5.large, the runbook's size).",
-    "os": "Operating system image: debian-12 (default, what the kitchen tests) or ubuntu-22.04.",
+    "os": "Operating system: debian-12 (the only one supported: what the kitchen tests).",
+    "ami": "AMI id the host boots, pinned; unset, the newest official Debian 12 image (plan "
+    "prints it). A new value replaces the host.",
+    "subnet_id": "Subnet the host lives in (its VPC follows); required where the account has "
+    "no default VPC. A new value replaces the host.",
     "root_volume_gb": "Root volume size in GiB, gp3, encrypted; at least 20 (default 20).",
     "admin_cidrs": "Networks allowed to reach SSH (22/tcp), as a list of CIDRs. Required.",
     "allow_world_ssh": "Set true to allow 0.0.0.0/0 or ::/0 in admin_cidrs (default false).",
@@ -345,7 +422,7 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
 
     def required(key: str) -> object:
         if key not in values or values[key] in (None, ""):
-            raise ConfigError(key, None, "is required", f"pulumi config set {NAMESPACE}:{key} ...")
+            raise ConfigError(key, None, "is required", set_hint(key))
         return values[key]
 
     def optional(key: str, parse: Callable[[object], Any]) -> Any:
@@ -391,6 +468,8 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
         tags=optional("tags", _tags) or (),
         termination_protection=bool(optional(
             "termination_protection", lambda r: _boolean("termination_protection", r))),
+        ami=optional("ami", _ami),
+        subnet_id=optional("subnet_id", _subnet_id),
         app_version=optional("app_version", _version),
         keep_releases=optional("keep_releases", lambda r: _integer(
             "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
@@ -407,10 +486,41 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
     )
 
 
+def set_hint(key: str) -> str:
+    """The Pulumi CLI command that sets ``key``: list keys are set element by element."""
+    if key in LIST_KEYS:
+        return f"pulumi config set --path '{NAMESPACE}:{key}[0]' ..."
+    return f"pulumi config set {NAMESPACE}:{key} ..."
+
+
+def _is_secure(value: object) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
 def namespaced(values: Mapping[str, object]) -> dict[str, object]:
-    """The ``choiros:*`` entries of a stack file's config, without the namespace."""
+    """The ``choiros:*`` entries of a stack file's config, without the namespace.
+
+    A ``secure:`` (encrypted) value is refused: only the Pulumi CLI can decrypt it, and this
+    program keeps secrets out of its config altogether (SSM parameters, by name)."""
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+    found = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+    for key, value in found.items():
+        if _is_secure(value):
+            raise ConfigError(key, "[secure]", "is an encrypted (secure:) value; stack files "
+                              "are read here without Pulumi, which alone can decrypt it",
+                              f"set it in plain text ({set_hint(key)}); put secret values in "
+                              "SSM and name them in choiros:secrets")
+    return found
+
+
+def check_aws_region(config: Mapping[str, object], region: str) -> None:
+    """Refuse an ``aws:region`` that disagrees with ``choiros:region``: the program's own
+    provider uses choiros:region, and a second region in the file misleads whoever reads it."""
+    other = config.get("aws:region")
+    if other not in (None, "") and other != region:
+        raise ConfigError("region", region, f"disagrees with aws:region = {other!r}",
+                          "remove aws:region from the stack file (choiros:region decides), "
+                          "or set both to the same region")
 
 
 def stack_name_of(path: Path) -> str:
@@ -425,14 +535,31 @@ def stack_name_of(path: Path) -> str:
 def read_stack_file(path: Path) -> dict[str, object]:
     """The raw ``config:`` mapping of a Pulumi stack file (all namespaces)."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("stack-file", str(path), f"cannot be read ({exc.strerror})",
                           "pass --stack-file with the path of a Pulumi.<stack>.yaml") from None
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("stack-file", str(path), f"is not valid YAML ({exc})",
-                          "fix the YAML syntax in the stack file") from None
-    config = document.get("config", {}) if isinstance(document, dict) else None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("stack-file", where, f"is not valid YAML: {problem}",
+                          f"fix the YAML syntax at line {mark.line + 1} of {path}"
+                          if mark is not None else f"fix the YAML syntax of {path}") from None
+    if document is None:
+        raise ConfigError("stack-file", str(path), "is empty",
+                          "copy Pulumi.example.yaml to it and edit the values")
+    if not isinstance(document, dict):
+        raise ConfigError("stack-file", str(path), "is not a mapping with a config: section",
+                          "start the file with config:, see Pulumi.example.yaml")
+    outside = sorted(str(k) for k in document if k not in _STACK_FILE_KEYS)
+    if outside:
+        raise ConfigError("stack-file", str(path),
+                          f"has keys outside config: ({', '.join(outside)})",
+                          "indent them under config:, see Pulumi.example.yaml")
+    config = document.get("config")
     if not isinstance(config, dict):
         raise ConfigError("stack-file", str(path), "has no config: mapping",
                           "start the file with a config: section, see Pulumi.example.yaml")
@@ -441,7 +568,10 @@ def read_stack_file(path: Path) -> dict[str, object]:
 
 def load_stack_file(path: Path) -> StackConfig:
     """Parse and validate a stack file without Pulumi: what plan, render and the kitchen use."""
-    return parse_config(namespaced(read_stack_file(path)), stack_name_of(path))
+    raw = read_stack_file(path)
+    cfg = parse_config(namespaced(raw), stack_name_of(path))
+    check_aws_region(raw, cfg.region)
+    return cfg
 
 
 def from_pulumi() -> StackConfig:
@@ -454,4 +584,6 @@ def from_pulumi() -> StackConfig:
         raw = config.get(key)
         if raw is not None:
             values[key] = raw
-    return parse_config(values, pulumi.get_stack())
+    cfg = parse_config(values, pulumi.get_stack())
+    check_aws_region({"aws:region": pulumi.Config("aws").get("region")}, cfg.region)
+    return cfg

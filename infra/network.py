@@ -1,4 +1,8 @@
-"""The host's network edge: a security group in the default VPC and a stable public address.
+"""The host's network edge: a security group in the host's VPC and a stable public address.
+
+The VPC is the account's default one, or the VPC of ``choiros:subnet_id`` when that is set.
+Accounts without a default VPC (common under Control Tower) must set the subnet: the program
+then stops with a ConfigError that says so, instead of a provider error at preview.
 
 Inbound: SSH from the configured admin networks only, HTTP and HTTPS from anywhere (IPv4 and
 IPv6). Nothing else: the backend's 8080 is reached through Caddy on the host, never directly.
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+from infra.config import ConfigError
 
 WORLD_V4 = "0.0.0.0/0"
 WORLD_V6 = "::/0"
@@ -78,6 +84,18 @@ class NetworkArgs:
 
     admin_cidrs: Sequence[str]
     tags: Mapping[str, str]
+    region: str
+    subnet_id: str | None = None
+
+
+def default_vpc_id(ids: Sequence[str], region: str) -> str:
+    """The account's default VPC, or the ConfigError that names choiros:subnet_id."""
+    if not ids:
+        raise ConfigError("subnet_id", None, f"is required: this account has no default VPC "
+                          f"in {region}",
+                          "pulumi config set choiros:subnet_id subnet-... (a public subnet of "
+                          "your VPC; aws ec2 describe-subnets lists them)")
+    return ids[0]
 
 
 class Network(pulumi.ComponentResource):
@@ -93,11 +111,19 @@ class Network(pulumi.ComponentResource):
         super().__init__("choiros:infra:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        vpc = aws.ec2.get_vpc_output(default=True, opts=pulumi.InvokeOutputOptions(parent=self))
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        if args.subnet_id:
+            vpc_id = aws.ec2.get_subnet_output(id=args.subnet_id, opts=invoke).vpc_id
+        else:
+            # get_vpcs, not get_vpc(default=True): an account without a default VPC gets the
+            # ConfigError naming the fix, not a provider error.
+            found = aws.ec2.get_vpcs_output(filters=[{"name": "isDefault", "values": ["true"]}],
+                                            opts=invoke)
+            vpc_id = found.ids.apply(lambda ids: default_vpc_id(ids, args.region))
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             description="ChoirOS host: SSH from admins, HTTP and HTTPS from anywhere",
-            vpc_id=vpc.id,
+            vpc_id=vpc_id,
             ingress=ingress_rules(args.admin_cidrs),
             egress=egress_rules(),
             revoke_rules_on_delete=True,

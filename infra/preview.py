@@ -23,7 +23,7 @@ import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 
-from infra.config import StackConfig
+from infra.config import ConfigError, StackConfig
 from infra.stack import build
 
 ACCOUNT = "123456789012"
@@ -33,8 +33,8 @@ HIDDEN_VALUE = "[secret]"
 
 AMI_NAMES = {
     "136693071363": "debian-12-amd64-20250101-1234",
-    "099720109477": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250101",
 }
+DEFAULT_VPC = "vpc-0mock0default0"
 
 
 def _hex(seed: str, length: int) -> str:
@@ -73,9 +73,12 @@ class Invoked:
 class AwsMocks(Mocks):
     """Deterministic stand-ins for the AWS provider: same program in, same values out."""
 
-    def __init__(self, region: str, account: str = ACCOUNT) -> None:
+    def __init__(self, region: str, account: str = ACCOUNT, *,
+                 default_vpc: bool = True) -> None:
         self.region = region
         self.account = account
+        # False models an account without a default VPC (as under Control Tower).
+        self.default_vpc = default_vpc
         self._lock = threading.Lock()
         self.invokes: list[Invoked] = []
 
@@ -139,9 +142,14 @@ class AwsMocks(Mocks):
         if function == "getPartition":
             return {"partition": PARTITION, "id": PARTITION, "dnsSuffix": "amazonaws.com",
                     "reverseDnsPrefix": "com.amazonaws"}, []
-        if function == "getVpc":
-            return {"id": "vpc-0mock0default0", "cidrBlock": "172.31.0.0/16", "default": True,
-                    "arn": self._arn("ec2", "vpc/vpc-0mock0default0")}, []
+        if function == "getVpcs":
+            ids = [DEFAULT_VPC] if self.default_vpc else []
+            return {"id": self.region, "ids": ids}, []
+        if function == "getSubnet":
+            subnet = str(args.args.get("id"))
+            vpc = f"vpc-{_hex(subnet, 17)}"
+            return {"id": subnet, "vpcId": vpc, "availabilityZone": f"{self.region}a",
+                    "arn": self._arn("ec2", f"subnet/{subnet}")}, []
         if function == "getAmi":
             owners = args.args.get("owners") or [""]
             owner = str(owners[0])
@@ -251,10 +259,10 @@ def one(resources: Sequence[Declared], type_: str, name_suffix: str = "") -> Dec
     return found[0]
 
 
-def install(project: str, stack: str, region: str) -> Recorder:
+def install(project: str, stack: str, region: str, *, default_vpc: bool = True) -> Recorder:
     """Point the Pulumi runtime at fresh recording mocks, with a fresh root stack resource."""
     pulumi.runtime.reset_options(project=project, stack=stack, preview=False)
-    mocks = AwsMocks(region)
+    mocks = AwsMocks(region, default_vpc=default_vpc)
     monitor = RecordingMonitor(mocks)
     log = _Collector()
     logger = logging.getLogger(f"choiros.preview.{stack}")
@@ -279,9 +287,22 @@ class Plan:
     constructed_in_apply: int
 
 
-def run(cfg: StackConfig) -> Plan:
-    """Run :func:`infra.stack.build` for ``cfg`` under mocks and return everything it declared."""
-    recorder = install(cfg.project, cfg.stack, cfg.region)
+def _config_error_in(exc: BaseException) -> ConfigError | None:
+    """The ConfigError a program raised inside an apply: the engine wraps it in ValueErrors."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def run(cfg: StackConfig, *, default_vpc: bool = True) -> Plan:
+    """Run :func:`infra.stack.build` for ``cfg`` under mocks and return everything it declared.
+
+    ``default_vpc=False`` models an account without one; a ConfigError raised by the program
+    (such as the missing ``choiros:subnet_id``) propagates to the caller."""
+    recorder = install(cfg.project, cfg.stack, cfg.region, default_vpc=default_vpc)
     outputs: dict[str, Any] = {}
     built: list[int] = []
 
@@ -297,7 +318,13 @@ def run(cfg: StackConfig) -> Plan:
     # pulumi.runtime.test is the SDK's public way to run a program under mocks to completion:
     # it awaits the returned Output and then every outstanding registration.
     run_to_completion: Callable[[Callable[[], Any]], Callable[[], None]] = pulumi.runtime.test
-    run_to_completion(program)()
+    try:
+        run_to_completion(program)()
+    except Exception as exc:
+        refusal = _config_error_in(exc)
+        if refusal is not None:
+            raise refusal from None
+        raise
     return Plan(
         resources=tuple(recorder.resources),
         invokes=tuple(recorder.invokes),

@@ -88,7 +88,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         opts=on_aws,
     )
     network = Network(
-        f"{cfg.name}-net", NetworkArgs(admin_cidrs=cfg.admin_cidrs, tags=tags), opts=on_aws
+        f"{cfg.name}-net",
+        NetworkArgs(admin_cidrs=cfg.admin_cidrs, tags=tags, region=cfg.region,
+                    subnet_id=cfg.subnet_id),
+        opts=on_aws,
     )
     user_data = pulumi.Output.all(artifacts.bucket, backups.bucket).apply(
         lambda names: render_user_data(cfg, names[0], names[1])
@@ -97,6 +100,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         f"{cfg.name}-host",
         ChoirHostArgs(
             os=cfg.os,
+            ami=cfg.ami,
             instance_type=cfg.instance_type,
             root_volume_gb=cfg.root_volume_gb,
             ssh_public_key=cfg.ssh_public_key,
@@ -105,9 +109,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             instance_profile=role.profile_name,
             eip_allocation_id=network.allocation_id,
             user_data_base64=user_data,
+            subnet_id=cfg.subnet_id,
             name_tag=cfg.name,
             tags=tags,
-            boot_dependencies=list(host_artifacts.objects.values()),
+            boot_dependencies=[*host_artifacts.objects.values(), role.policy],
         ),
         opts=on_aws,
     )

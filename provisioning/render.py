@@ -77,13 +77,6 @@ HOST_TOOLS: tuple[tuple[str, str], ...] = (
     ("/usr/local/sbin/choiros-healthcheck", "choiros-healthcheck"),
 )
 
-# Caddy's signing key for its own apt repository (Ubuntu 22.04 has no caddy package).
-CADDY_APT_KEYID = "65760C51EDEA2017CEA2CA15155B6D79CA56EA34"
-CADDY_APT_SOURCE = (
-    "deb [signed-by=$KEY_FILE] https://dl.cloudsmith.io/public/caddy/stable/deb/debian "
-    "any-version main"
-)
-
 
 @dataclass(frozen=True)
 class Rendering:
@@ -294,9 +287,6 @@ def _cloud_config(spec: HostSpec, target: Target, files: tuple[ManagedFile, ...]
     apt: dict[str, Any] = {}
     if target.apt_proxy is not None:
         apt["http_proxy"] = target.apt_proxy
-    if spec.os == "ubuntu-22.04":
-        apt["sources"] = {"caddy-stable": {"source": CADDY_APT_SOURCE,
-                                           "keyid": CADDY_APT_KEYID}}
     document: dict[str, Any] = {
         "hostname": spec.hostname,
         "manage_etc_hosts": True,

@@ -16,12 +16,18 @@ pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
 RSA_BODY = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"  # embeds "ssh-rsa"
 ED25519_BODY = ED25519_KEY.split()[1]
+# Real keys from ssh-keygen: EC2's ImportKeyPair takes ed25519 and RSA of 2048 bits or more.
+RSA_1024 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7XnkzLPQ9DQh9nEaNksk2VgG7YlWR/hzvc0eoMODW8RxL1TbcpK22JcgbkYmRLrR5Hh0YVdyoTpuOSNcSZf58H1yhIFWyoTUUg5g7FaFApPKq/dZLbVo0nOXotZrMURqQiOVp1BoKTtYSEIy2HS1P364ADYs3hCM6WEzI/FRcYQ=="
+RSA_2048 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDJ/kM1oOUYJZhRUK5nZESOPNSxXuyPcy1Ya0F0xwg2dOrw8jxObGffPJDdSeK+b+9gLdlZp4ruyzBgzHz9KFjUkU1FYHckfIgo+rvYSgKGCPSXuLm5TXJho0rVXcE2DlJp3PtsqAR/WE4bROWlJelpT3+FkAtRkK1SnOxle5g96qMEOdUaXzkcPio84gBeFT7A/AoxHqsX5ODp6WlDAE3FzQyXXdkYw+EyCEnlQwMRkmpKINvt4s8ztIvoIoUT8zRm7iqeC5SAhRDEUqsj01S/QPmTFg7Yine7mO5Idsdbp1ObjICxCd9SvACaQg8/1faW3Tyq22sme2KdNhViqffr"
+ECDSA = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOUtlqNw8dy/FbFZ1WVaalsd7yW2A3q35hQIGcYHGCKm+5qtLPBK8RaSOvkH592HTcrHFZa25Yragw8baPQCUK0="
 
 # (key, bad value, extra keys the case needs): each must be refused as a ConfigError on `key`.
 BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("region", "", {}),
     ("region", "eu-west", {}),
     ("region", "EU-WEST-1", {}),
+    ("region", "eu-west-9", {}),
+    ("region", "xx-east-1", {}),
     ("region", 5, {}),
     ("instance_type", "c5", {}),
     ("instance_type", "large", {}),
@@ -29,6 +35,11 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("instance_type", "t4g.small", {}),
     ("instance_type", "c7gn.large", {}),
     ("os", "debian-11", {}),
+    ("os", "ubuntu-22.04", {}),
+    ("ami", "ami-123", {}),
+    ("ami", "debian-12", {}),
+    ("subnet_id", "vpc-0123456789abcdef0", {}),
+    ("subnet_id", "subnet-xyz", {}),
     ("os", "windows", {}),
     ("root_volume_gb", 19, {}),
     ("root_volume_gb", 16385, {}),
@@ -49,6 +60,9 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("ssh_public_key", f"ssh-ed25519 {RSA_BODY}", {}),
     ("ssh_public_key", f"ssh-dss {ED25519_BODY}", {}),
     ("ssh_public_key", "-----BEGIN OPENSSH PRIVATE KEY-----", {}),
+    ("ssh_public_key", RSA_1024, {}),
+    ("ssh_public_key", ECDSA, {}),
+    ("ssh_public_key", "sk-ssh-ed25519@openssh.com AAAA", {}),
     ("domain", "localhost", {"acme_email": "ops@example.com"}),
     ("domain", "https://choir.example.com", {"acme_email": "ops@example.com"}),
     ("domain", "-bad.example.com", {"acme_email": "ops@example.com"}),
@@ -71,6 +85,9 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("tags", {"project": "other"}, {}),
     ("tags", {"aws:reserved": "x"}, {}),
     ("tags", {"owner": "x" * 257}, {}),
+    ("tags", {"owner": "ops;rm"}, {}),
+    ("tags", {"owner": "a,b"}, {}),
+    ("tags", {"owner": "<ops>"}, {}),
     ("tags", {f"t{i}": "x" for i in range(7)}, {}),
     ("backup_sync_interval_seconds", 0, {}),
     ("backup_sync_interval_seconds", 301, {}),
@@ -118,7 +135,8 @@ def test_required_keys_are_required(key: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_config({k: v for k, v in BASE.items() if k != key}, "example")
     assert refused.value.key == key
-    assert "Try: pulumi config set choiros:" in refused.value.render()
+    assert "Try: pulumi config set " in refused.value.render()
+    assert f"choiros:{key}" in refused.value.fix
 
 
 def test_unknown_keys_and_bad_stack_names_are_refused() -> None:
@@ -188,3 +206,108 @@ def test_the_example_stack_file_parses() -> None:
     assert cfg.alert_email == "ops@example.com"
     assert dict(cfg.tags) == {"owner": "ops", "cost-center": "choir"}
     assert cfg.all_tags["managed-by"] == "pulumi"
+
+
+def test_ec2_importable_ssh_keys_are_accepted() -> None:
+    assert stack_config(ssh_public_key=RSA_2048).ssh_public_key == RSA_2048
+    assert stack_config(ssh_public_key=ED25519_KEY).ssh_public_key == ED25519_KEY
+
+
+@pytest.mark.parametrize(("key", "problem"), [(RSA_1024, "1024-bit RSA"),
+                                              (ECDSA, "ecdsa-sha2-nistp256 key")])
+def test_keys_ec2_refuses_are_named_for_what_they_are(key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        stack_config(ssh_public_key=key)
+    assert problem in refused.value.problem
+    assert "ed25519" in refused.value.fix
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-5"])
+def test_regions_come_from_botocores_partition_data(region: str) -> None:
+    assert stack_config(region=region).region == region
+
+
+def test_tag_values_aws_accepts_pass() -> None:
+    tags = {"owner": "ops team", "cost-center": "choir/2025:a+b=c@d_e.f", "empty": ""}
+    assert dict(stack_config(tags=tags).tags) == tags
+
+
+@pytest.mark.parametrize("key", ["admin_cidrs", "secrets"])
+def test_list_keys_hint_the_cli_path_syntax(key: str) -> None:
+    from infra.config import set_hint
+
+    assert set_hint(key) == f"pulumi config set --path 'choiros:{key}[0]' ..."
+    with pytest.raises(ConfigError) as refused:
+        parse_config({k: v for k, v in BASE.items() if k != "admin_cidrs"}, "example")
+    assert "--path 'choiros:admin_cidrs[0]'" in refused.value.fix
+
+
+def write_stack(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "Pulumi.example.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write_stack(tmp_path, "config:\n  choiros:region: eu-west-1\n  choiros:os: [debian\n"
+                                 "  choiros:tags: {a: b}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_stack_file(path)
+    assert refused.value.key == "stack-file"
+    line = int(str(refused.value.value).rsplit(":", 1)[1])
+    assert str(refused.value.value).startswith(f"{path}:") and line in (3, 4)
+    assert f"line {line} of {path}" in refused.value.fix
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", "is empty"),
+    ("# only comments\n", "is empty"),
+    ("choiros:region: eu-west-1\nconfig:\n  choiros:os: debian-12\n",
+     "has keys outside config: (choiros:region)"),
+    ("choiros:region: eu-west-1\n", "has keys outside config: (choiros:region)"),
+    ("- a\n", "is not a mapping"),
+])
+def test_empty_files_and_keys_outside_config_are_named(tmp_path: Path, text: str,
+                                                       problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_stack_file(write_stack(tmp_path, text))
+    assert problem in refused.value.problem
+
+
+def test_pulumis_own_top_level_keys_are_allowed(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text() + "encryptionsalt: v1:abc\nsecretsprovider: passphrase\n"
+    assert load_stack_file(write_stack(tmp_path, text)).region == "eu-west-1"
+
+
+def test_a_secure_value_is_refused_with_what_to_do_instead(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text() + "  choiros:alert_email:\n    secure: v1:AAAbbb==\n"
+    text = text.replace("  choiros:alert_email: ops@example.com\n", "")
+    with pytest.raises(ConfigError) as refused:
+        load_stack_file(write_stack(tmp_path, text))
+    error = refused.value
+    assert error.key == "alert_email" and "encrypted (secure:)" in error.problem
+    assert "plain text" in error.fix and "SSM" in error.fix
+    assert "v1:AAAbbb" not in error.render()
+
+
+@pytest.mark.parametrize("aws_region", ["us-east-1", "eu-central-1"])
+def test_an_aws_region_that_disagrees_is_refused(tmp_path: Path, aws_region: str) -> None:
+    text = EXAMPLE.read_text() + f"  aws:region: {aws_region}\n"
+    with pytest.raises(ConfigError) as refused:
+        load_stack_file(write_stack(tmp_path, text))
+    assert refused.value.key == "region" and aws_region in refused.value.problem
+
+
+def test_an_aws_region_that_agrees_is_accepted(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text() + "  aws:region: eu-west-1\n"
+    assert load_stack_file(write_stack(tmp_path, text)).region == "eu-west-1"
+
+
+@pytest.mark.parametrize("bad", ["abc", "12345678901", "1234567890123", "12345678901a", ""])
+def test_account_ids_must_be_twelve_digits(bad: str) -> None:
+    from infra.config import account_id
+
+    with pytest.raises(ConfigError) as refused:
+        account_id(bad)
+    assert refused.value.key == "account-id" and "12 digits" in refused.value.problem
+    assert account_id("012345678901") == "012345678901"

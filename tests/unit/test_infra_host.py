@@ -66,7 +66,8 @@ def test_user_data_change_replaces_the_host_and_the_old_one_goes_first(
         assert instance.inputs.get("userDataReplaceOnChange") is True, instance.urn
         assert instance.delete_before_replace, f"{instance.urn}: delete_before_replace not set"
         assert "userData" not in instance.inputs, f"{instance.urn}: use user_data_base64 only"
-        assert "ami" in instance.ignore_changes, f"{instance.urn}: a new image would replace it"
+        # No ignore_changes: Pulumi would create a replacement from the ignored old value.
+        assert not instance.ignore_changes, f"{instance.urn}: ignores {instance.ignore_changes}"
 
     return pulumi_mocks.settled().apply(check)
 
@@ -148,5 +149,40 @@ def test_termination_protection_is_off_by_default(
     def check(resources: list[Declared]) -> None:
         instance = one(resources, INSTANCE)
         assert instance.inputs["disableApiTermination"] is False, instance.urn
+
+    return pulumi_mocks.settled().apply(check)
+
+
+PINNED = "ami-0123456789abcdef0"
+
+
+@pulumi.runtime.test
+def test_a_pinned_image_is_booted_as_given_with_no_lookup(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    build(stack_config(ami=PINNED))
+
+    def check(resources: list[Declared]) -> None:
+        instance = one(resources, INSTANCE)
+        assert instance.inputs["ami"] == PINNED, f"{instance.urn}: {instance.inputs['ami']}"
+        lookups = [c for c in pulumi_mocks.invokes if c.token == "aws:ec2/getAmi:getAmi"]
+        assert not lookups, f"a pinned image is looked up: {lookups}"
+
+    return pulumi_mocks.settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_the_instance_waits_for_its_role_policy_and_its_artifacts(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    build(stack_config())
+
+    def check(resources: list[Declared]) -> None:
+        instance = one(resources, INSTANCE)
+        policy = one(resources, "aws:iam/rolePolicy:RolePolicy")
+        assert policy.urn in instance.dependencies, (
+            f"{instance.urn} may boot before {policy.urn} grants its first converge access")
+        objects = [r for r in resources if r.type == "aws:s3/bucketObjectv2:BucketObjectv2"]
+        assert objects and all(o.urn in instance.dependencies for o in objects), instance.urn
 
     return pulumi_mocks.settled().apply(check)

@@ -148,9 +148,12 @@ def test_the_group_lives_in_the_default_vpc_and_guards_the_instance(
 
     def check(resources: list[Declared]) -> None:
         sg = one(resources, SG)
-        vpcs = [c for c in pulumi_mocks.invokes if c.token == "aws:ec2/getVpc:getVpc"]
-        assert [c.args for c in vpcs] == [{"default": True}], "the default VPC is looked up"
+        vpcs = [c for c in pulumi_mocks.invokes if c.token == "aws:ec2/getVpcs:getVpcs"]
+        assert [c.args for c in vpcs] == [
+            {"filters": [{"name": "isDefault", "values": ["true"]}]}], "the default VPC"
         assert sg.inputs["vpcId"] == "vpc-0mock0default0", f"{sg.urn}: vpc {sg.inputs['vpcId']}"
+        instance = one(resources, "aws:ec2/instance:Instance")
+        assert not instance.inputs.get("subnetId"), f"{instance.urn}: the default subnet"
         instance = one(resources, "aws:ec2/instance:Instance")
         assert instance.inputs["vpcSecurityGroupIds"] == [sg.id], instance.urn
 
@@ -174,3 +177,37 @@ def test_the_elastic_ip_is_in_the_vpc_and_associated_with_the_instance(
         assert public_ip.startswith("198.51.100."), f"public_ip output {public_ip}"
 
     return pulumi.Output.all(pulumi_mocks.settled(), outputs["public_ip"]).apply(check)
+
+
+SUBNET = "subnet-0123456789abcdef0"
+
+
+@pulumi.runtime.test
+def test_a_configured_subnet_places_the_host_and_its_group_in_that_vpc(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    build(stack_config(subnet_id=SUBNET))
+
+    def check(resources: list[Declared]) -> None:
+        (lookup,) = [c for c in pulumi_mocks.invokes if c.token == "aws:ec2/getSubnet:getSubnet"]
+        assert lookup.args == {"id": SUBNET}, lookup.args
+        assert not [c for c in pulumi_mocks.invokes if "getVpc" in c.token], "default VPC used"
+        sg = one(resources, SG)
+        assert sg.inputs["vpcId"].startswith("vpc-") and sg.inputs["vpcId"] != "vpc-0mock0default0"
+        instance = one(resources, "aws:ec2/instance:Instance")
+        assert instance.inputs["subnetId"] == SUBNET, instance.urn
+
+    return pulumi_mocks.settled().apply(check)
+
+
+def test_an_account_without_a_default_vpc_stops_with_a_config_error_naming_subnet_id() -> None:
+    from infra import preview
+    from infra.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        preview.run(stack_config(), default_vpc=False)
+    assert refused.value.key == "subnet_id"
+    assert "no default VPC in eu-west-1" in refused.value.problem
+    assert "pulumi config set choiros:subnet_id" in refused.value.fix
+    planned = preview.run(stack_config(subnet_id=SUBNET), default_vpc=False)
+    assert one(planned.resources, "aws:ec2/instance:Instance").inputs["subnetId"] == SUBNET
