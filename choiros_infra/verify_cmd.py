@@ -48,6 +48,7 @@ from choiros_infra.verify_report import (
     total,
 )
 from infra.config import ConfigError, StackConfig, load_stack_file
+from infra.config import account_id as valid_account_id
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -218,6 +219,12 @@ def verify(
         raise typer.Exit(_problem(
             "--target aws needs --account-id: the buckets (and so host.json) are named for it",
             "--account-id $(aws sts get-caller-identity --query Account --output text)"))
+    if account_id is not None:
+        try:
+            account_id = valid_account_id(account_id)
+        except ConfigError as error:
+            stderr.print(error.render(), markup=False)
+            raise typer.Exit(EXIT_UNUSABLE) from None
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
         raise typer.Exit(_problem(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
                                   "use letters, digits and . _ : / -, e.g. kitchen"))

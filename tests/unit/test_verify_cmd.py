@@ -388,3 +388,11 @@ def test_unreachable_host_exits_2_before_any_check() -> None:
     assert "Try:" in text
     assert "checks in" not in text
 
+
+
+@pytest.mark.parametrize("bad", ["abc", "12345678901", "1234567890123"])
+def test_an_account_id_that_is_not_twelve_digits_exits_2(bad: str) -> None:
+    code, output = invoke("--host", "ssh://admin@127.0.0.1", "--stack-file", str(STACK_FILE),
+                          "--target", "aws", "--account-id", bad)
+    assert code == 2
+    assert "choiros:account-id" in output and "12 digits" in output and "Try:" in output
