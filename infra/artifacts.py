@@ -5,6 +5,11 @@ content-addressed, and the pinned Litestream binary); this component uploads eac
 S3 object with its sha256 in the object's metadata and as its S3 checksum. The instance is
 created only after these exist (``ChoirHost`` depends on this component), so its first
 converge finds them. Objects are immutable by key; an artifact that changes gets a new key.
+
+Objects are never deleted by Pulumi (``retain_on_delete``): when a host tool changes, its new
+key is uploaded, and the old object stays for any host whose user-data still names it (a host
+not yet replaced, a rollback of the stack). Uploads wait for the bucket's versioning to be on,
+so every object has a version from its first write.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class HostArtifactsArgs:
     bucket: pulumi.Input[str]
     artifacts: Sequence[Artifact]
     tags: Mapping[str, str]
+    # What must exist before the first upload: the bucket's versioning configuration.
+    after: Sequence[pulumi.Resource] = ()
 
 
 def _source(artifact: Artifact) -> pulumi.Asset:
@@ -48,7 +55,8 @@ class HostArtifacts(pulumi.ComponentResource):
         self, name: str, args: HostArtifactsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("choiros:infra:HostArtifacts", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, retain_on_delete=True,
+                                       depends_on=list(args.after))
         self.objects: dict[str, aws.s3.BucketObjectv2] = {}
         for artifact in args.artifacts:
             self.objects[artifact.key] = aws.s3.BucketObjectv2(

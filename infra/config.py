@@ -46,6 +46,8 @@ MIN_RSA_BITS = 2048
 _AMI_ID = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET_ID = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/(mrk-[0-9a-f]{32}|"
+                          r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 # Top-level keys a Pulumi stack file may hold besides config: (the CLI writes them).
 _STACK_FILE_KEYS = frozenset({"config", "secretsprovider", "encryptedkey", "encryptionsalt",
                               "environment"})
@@ -92,6 +94,7 @@ class StackConfig:
     secrets: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
     termination_protection: bool = False
+    secrets_kms_key: str | None = None
     ami: str | None = None
     subnet_id: str | None = None
     app_version: str | None = None
@@ -200,6 +203,15 @@ def _ami(raw: object) -> str:
     value = _text("ami", raw, fix)
     if not _AMI_ID.fullmatch(value):
         raise ConfigError("ami", raw, "is not an AMI id", fix)
+    return value
+
+
+def _kms_key(raw: object) -> str:
+    fix = ("use the key's ARN, arn:aws:kms:REGION:ACCOUNT:key/ID, or leave it unset for "
+           "parameters encrypted with the AWS managed key aws/ssm")
+    value = _text("secrets_kms_key", raw, fix)
+    if not _KMS_KEY_ARN.fullmatch(value):
+        raise ConfigError("secrets_kms_key", raw, "is not a KMS key ARN", fix)
     return value
 
 
@@ -397,6 +409,8 @@ KEYS: dict[str, str] = {
     "backup_sync_interval_seconds": "Seconds between database replication uploads to S3, the "
     "most data a lost host can lose (default 1, 1..300; busy: ~2.8M PUTs a month at 1).",
     "secrets": "SSM parameter names the app needs (names only); fetched at boot into backend.env.",
+    "secrets_kms_key": "ARN of the customer-managed KMS key the secrets are encrypted with; unset "
+    "for the AWS managed key aws/ssm (no kms:Decrypt in the role then).",
     "tags": "Extra tags for every resource, as a mapping.",
     "termination_protection": "Protect the instance from API termination (default false).",
     "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
@@ -466,6 +480,7 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
         or default("backup_sync_interval_seconds"),
         secrets=optional("secrets", _secrets) or (),
         tags=optional("tags", _tags) or (),
+        secrets_kms_key=optional("secrets_kms_key", _kms_key),
         termination_protection=bool(optional(
             "termination_protection", lambda r: _boolean("termination_protection", r))),
         ami=optional("ami", _ami),

@@ -5,6 +5,11 @@ bucket (Litestream lists, reads, writes and deletes there), reads the SSM parame
 ``choiros:secrets`` at boot, and publishes metrics in the ``ChoirOS`` namespace. Nothing else:
 no wildcard actions, no resource wider than a bucket, a prefix or a parameter.
 
+SecureString parameters encrypted with the AWS managed key (``aws/ssm``, the default) need no
+``kms:Decrypt`` in the role: that key's own policy lets SSM decrypt for the account's
+principals. Only a customer-managed key (``choiros:secrets_kms_key``) gets a statement, for
+that key alone, through SSM, and only in the encryption context of the stack's parameters.
+
 The policy document is built by :func:`instance_policy`, a plain function, so its shape can be
 tested without Pulumi; the component only feeds it the resolved ARNs.
 """
@@ -50,6 +55,7 @@ def instance_policy(
     backup_prefix: str,
     artifacts_bucket_arn: str,
     secrets: Sequence[str],
+    secrets_kms_key: str | None = None,
 ) -> dict[str, Any]:
     """The inline policy of the instance role, as a policy document."""
     statements: list[dict[str, Any]] = [
@@ -67,7 +73,9 @@ def instance_policy(
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": backups_bucket_arn,
-            "Condition": {"StringLike": {"s3:prefix": [backup_prefix, f"{backup_prefix}*"]}},
+            # Litestream lists its replica with the bare path too (DeleteAll: Prefix=hosts/x).
+            "Condition": {"StringLike": {"s3:prefix": [backup_prefix.rstrip("/"), backup_prefix,
+                                                       f"{backup_prefix}*"]}},
         },
         {
             "Sid": "ArtifactsRead",
@@ -91,13 +99,19 @@ def instance_policy(
                 "Resource": [parameter_arn(partition, region, account, s) for s in secrets],
             }
         )
+    if secrets and secrets_kms_key:
         statements.append(
             {
                 "Sid": "SecretsDecrypt",
                 "Effect": "Allow",
                 "Action": "kms:Decrypt",
-                "Resource": f"arn:{partition}:kms:{region}:{account}:key/*",
-                "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
+                "Resource": secrets_kms_key,
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": f"ssm.{region}.amazonaws.com",
+                    # SSM encrypts each SecureString in the context of its own ARN.
+                    "kms:EncryptionContext:PARAMETER_ARN": [
+                        parameter_arn(partition, region, account, s) for s in secrets],
+                }},
             }
         )
     statements.append(
@@ -125,6 +139,7 @@ class InstanceRoleArgs:
     artifacts_bucket_arn: pulumi.Input[str]
     secrets: Sequence[str]
     tags: Mapping[str, str]
+    secrets_kms_key: str | None = None
 
 
 class InstanceRole(pulumi.ComponentResource):
@@ -160,6 +175,7 @@ class InstanceRole(pulumi.ComponentResource):
                     backup_prefix=args.backup_prefix,
                     artifacts_bucket_arn=v[3],
                     secrets=secrets,
+                    secrets_kms_key=args.secrets_kms_key,
                 ),
                 sort_keys=True,
             )

@@ -70,7 +70,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
     # The host tools and Litestream, fetched by the host's first converge: uploaded first.
     host_artifacts = HostArtifacts(
         f"{cfg.name}-artifacts-objects",
-        HostArtifactsArgs(bucket=artifacts.bucket, artifacts=published_artifacts(), tags=tags),
+        HostArtifactsArgs(bucket=artifacts.bucket, artifacts=published_artifacts(), tags=tags,
+                          after=[artifacts.versioning]),
         opts=on_aws,
     )
     role = InstanceRole(
@@ -83,6 +84,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             backup_prefix=cfg.backup_prefix,
             artifacts_bucket_arn=artifacts.arn,
             secrets=cfg.secrets,
+            secrets_kms_key=cfg.secrets_kms_key,
             tags=tags,
         ),
         opts=on_aws,

@@ -37,6 +37,8 @@ BAD: list[tuple[str, Any, dict[str, Any]]] = [
     ("os", "debian-11", {}),
     ("os", "ubuntu-22.04", {}),
     ("ami", "ami-123", {}),
+    ("secrets_kms_key", "alias/aws/ssm", {}),
+    ("secrets_kms_key", "arn:aws:kms:eu-west-1:123:key/abc", {}),
     ("ami", "debian-12", {}),
     ("subnet_id", "vpc-0123456789abcdef0", {}),
     ("subnet_id", "subnet-xyz", {}),

@@ -61,3 +61,24 @@ def test_the_kitchen_publishes_the_same_objects_once() -> None:
         assert obj["Metadata"] == {"sha256": artifact.sha256}
         assert hashlib.sha256(obj["Body"].read()).hexdigest() == artifact.sha256, artifact.key
     assert publish_artifacts(s3, "artifacts", artifacts) == [], "already there: not again"
+
+
+@pulumi.runtime.test
+def test_objects_outlive_a_changed_tool_and_wait_for_versioning(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    build(stack_config())
+
+    def check(resources: list[Declared]) -> None:
+        (versioning,) = [r for r in resources
+                         if r.type == "aws:s3/bucketVersioning:BucketVersioning"
+                         and r.name.startswith("choiros-example-artifacts")]
+        objects = [r for r in resources if r.type == OBJECT]
+        assert len(objects) == len(published_artifacts())
+        for obj in objects:
+            # A changed tool gets a new key; the old object stays for hosts that still fetch it.
+            assert obj.retain_on_delete, f"{obj.urn}: Pulumi would delete the old version"
+            assert versioning.urn in obj.dependencies, (
+                f"{obj.urn} may be written before {versioning.urn} turns versioning on")
+
+    return pulumi_mocks.settled().apply(check)

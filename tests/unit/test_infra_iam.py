@@ -79,7 +79,8 @@ def test_backups_are_reachable_only_under_the_hosts_own_prefix(
         (listing,) = [s for s in grants if s["Resource"] == BACKUPS]
         assert listing["Action"] == "s3:ListBucket", f"{policy.urn}: {listing}"
         prefixes = listing["Condition"]["StringLike"]["s3:prefix"]
-        assert all(p.startswith("hosts/example/") for p in prefixes), (
+        # Litestream's DeleteAll lists Prefix=hosts/example, without the slash.
+        assert sorted(prefixes) == ["hosts/example", "hosts/example/", "hosts/example/*"], (
             f"{policy.urn}: listing not limited to the prefix: {prefixes}"
         )
 
@@ -105,8 +106,15 @@ def test_artifacts_are_read_only(pulumi_mocks: Recorder) -> pulumi.Output[None]:
     return pulumi_mocks.settled().apply(check)
 
 
+PARAMETER_ARNS = [
+    f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/choiros/example/OPENAI_API_KEY",
+    f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/choiros/example/DB_TOKEN",
+]
+CMK = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
 @pulumi.runtime.test
-def test_secrets_are_readable_only_as_the_named_parameters_and_decrypted_only_via_ssm(
+def test_secrets_are_readable_only_as_the_named_parameters_with_no_kms_for_aws_ssm(
     pulumi_mocks: Recorder,
 ) -> pulumi.Output[None]:
     build(stack_config(secrets=SECRETS))
@@ -116,15 +124,27 @@ def test_secrets_are_readable_only_as_the_named_parameters_and_decrypted_only_vi
         sids = by_sid(policy)
         read = sids["SecretsRead"]
         assert sorted(as_list(read["Action"])) == ["ssm:GetParameter", "ssm:GetParameters"]
-        assert as_list(read["Resource"]) == [
-            f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/choiros/example/OPENAI_API_KEY",
-            f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/choiros/example/DB_TOKEN",
-        ], f"{policy.urn}: {read['Resource']}"
-        decrypt = sids["SecretsDecrypt"]
-        assert decrypt["Action"] == "kms:Decrypt", f"{policy.urn}: {decrypt}"
-        assert decrypt["Condition"] == {
-            "StringEquals": {"kms:ViaService": "ssm.eu-west-1.amazonaws.com"}
-        }, f"{policy.urn}: kms:Decrypt not limited to SSM: {decrypt}"
+        assert as_list(read["Resource"]) == PARAMETER_ARNS, f"{policy.urn}: {read['Resource']}"
+        # The AWS managed key aws/ssm needs no kms:Decrypt in the role.
+        assert "SecretsDecrypt" not in sids, f"{policy.urn}: {sids.get('SecretsDecrypt')}"
+
+    return pulumi_mocks.settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_a_customer_managed_key_is_decrypted_only_via_ssm_for_the_stacks_parameters(
+    pulumi_mocks: Recorder,
+) -> pulumi.Output[None]:
+    build(stack_config(secrets=SECRETS, secrets_kms_key=CMK))
+
+    def check(resources: list[Declared]) -> None:
+        policy = one(resources, "aws:iam/rolePolicy:RolePolicy")
+        decrypt = by_sid(policy)["SecretsDecrypt"]
+        assert decrypt["Action"] == "kms:Decrypt" and decrypt["Resource"] == CMK, decrypt
+        assert decrypt["Condition"] == {"StringEquals": {
+            "kms:ViaService": "ssm.eu-west-1.amazonaws.com",
+            "kms:EncryptionContext:PARAMETER_ARN": PARAMETER_ARNS,
+        }}, f"{policy.urn}: kms:Decrypt not limited to SSM and the parameters: {decrypt}"
 
     return pulumi_mocks.settled().apply(check)
 
@@ -191,3 +211,30 @@ def test_the_policy_follows_the_partition_in_govcloud() -> None:
     )
     resources = [r for s in document["Statement"] for r in as_list(s["Resource"])]
     assert all(r == "*" or r.startswith("arn:aws-us-gov:") for r in resources), resources
+
+
+# --------------------------------------------------------------------------- parliament
+
+
+def parliament_findings(document: dict[str, Any]) -> list[str]:
+    from parliament import analyze_policy_string
+
+    policy = analyze_policy_string(json.dumps(document))
+    return [f"{f.issue}: {f.detail} {f.location}" for f in policy.findings]
+
+
+@pytest.mark.parametrize("kms", [None, CMK], ids=["aws-ssm", "customer-key"])
+@pytest.mark.parametrize("secrets", [[], SECRETS], ids=["no-secrets", "secrets"])
+def test_parliament_finds_nothing_in_the_role_policy(secrets: list[str], kms: str | None) -> None:
+    document = instance_policy(
+        partition="aws", region="eu-west-1", account=ACCOUNT, backups_bucket_arn=BACKUPS,
+        backup_prefix="hosts/example/", artifacts_bucket_arn=ARTIFACTS, secrets=secrets,
+        secrets_kms_key=kms)
+    assert parliament_findings(document) == []
+
+
+def test_parliament_is_really_linting() -> None:
+    # An object action on a bucket ARN: the mistake parliament exists to catch.
+    broken = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": BACKUPS}]}
+    assert any(f.startswith("RESOURCE_MISMATCH") for f in parliament_findings(broken))
