@@ -17,9 +17,25 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
 RSA_BODY = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"  # embeds "ssh-rsa"
 ED25519_BODY = ED25519_KEY.split()[1]
 # Real keys from ssh-keygen: EC2's ImportKeyPair takes ed25519 and RSA of 2048 bits or more.
-RSA_1024 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7XnkzLPQ9DQh9nEaNksk2VgG7YlWR/hzvc0eoMODW8RxL1TbcpK22JcgbkYmRLrR5Hh0YVdyoTpuOSNcSZf58H1yhIFWyoTUUg5g7FaFApPKq/dZLbVo0nOXotZrMURqQiOVp1BoKTtYSEIy2HS1P364ADYs3hCM6WEzI/FRcYQ=="
-RSA_2048 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDJ/kM1oOUYJZhRUK5nZESOPNSxXuyPcy1Ya0F0xwg2dOrw8jxObGffPJDdSeK+b+9gLdlZp4ruyzBgzHz9KFjUkU1FYHckfIgo+rvYSgKGCPSXuLm5TXJho0rVXcE2DlJp3PtsqAR/WE4bROWlJelpT3+FkAtRkK1SnOxle5g96qMEOdUaXzkcPio84gBeFT7A/AoxHqsX5ODp6WlDAE3FzQyXXdkYw+EyCEnlQwMRkmpKINvt4s8ztIvoIoUT8zRm7iqeC5SAhRDEUqsj01S/QPmTFg7Yine7mO5Idsdbp1ObjICxCd9SvACaQg8/1faW3Tyq22sme2KdNhViqffr"
-ECDSA = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOUtlqNw8dy/FbFZ1WVaalsd7yW2A3q35hQIGcYHGCKm+5qtLPBK8RaSOvkH592HTcrHFZa25Yragw8baPQCUK0="
+RSA_1024 = (
+    "ssh-rsa "
+    "AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7XnkzLPQ9DQh9nEaNksk2VgG7YlWR/hzvc0eoMODW8RxL1Tbc"
+    "pK22JcgbkYmRLrR5Hh0YVdyoTpuOSNcSZf58H1yhIFWyoTUUg5g7FaFApPKq/dZLbVo0nOXotZrMURqQ"
+    "iOVp1BoKTtYSEIy2HS1P364ADYs3hCM6WEzI/FRcYQ=="
+)
+RSA_2048 = (
+    "ssh-rsa "
+    "AAAAB3NzaC1yc2EAAAADAQABAAABAQDJ/kM1oOUYJZhRUK5nZESOPNSxXuyPcy1Ya0F0xwg2dOrw8jxO"
+    "bGffPJDdSeK+b+9gLdlZp4ruyzBgzHz9KFjUkU1FYHckfIgo+rvYSgKGCPSXuLm5TXJho0rVXcE2DlJp"
+    "3PtsqAR/WE4bROWlJelpT3+FkAtRkK1SnOxle5g96qMEOdUaXzkcPio84gBeFT7A/AoxHqsX5ODp6WlD"
+    "AE3FzQyXXdkYw+EyCEnlQwMRkmpKINvt4s8ztIvoIoUT8zRm7iqeC5SAhRDEUqsj01S/QPmTFg7Yine7"
+    "mO5Idsdbp1ObjICxCd9SvACaQg8/1faW3Tyq22sme2KdNhViqffr"
+)
+ECDSA = (
+    "ecdsa-sha2-nistp256 "
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOUtlqNw8dy/FbFZ1WVaalsd7yW2"
+    "A3q35hQIGcYHGCKm+5qtLPBK8RaSOvkH592HTcrHFZa25Yragw8baPQCUK0="
+)
 
 # (key, bad value, extra keys the case needs): each must be refused as a ConfigError on `key`.
 BAD: list[tuple[str, Any, dict[str, Any]]] = [
