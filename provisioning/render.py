@@ -59,12 +59,16 @@ EC2_USER_DATA_LIMIT = 16384
 
 CONVERGE_SCRIPT = "/usr/local/sbin/choiros-converge"
 FETCH_ARTIFACTS = "/usr/local/sbin/choiros-fetch-artifacts"
+RETRY = "/usr/local/sbin/choiros-retry"
+# Delivered in the user-data: what runs before the artifacts are there.
+INLINE_TOOLS = frozenset({FETCH_ARTIFACTS, RETRY})
 ARTIFACTS_LIST = f"{CONFIG_DIR}/artifacts.json"
 
 # Host tools: install path -> source file in provisioning/host_tools. All but the bootstrap
-# that fetches the others travel as artifacts.
+# (INLINE_TOOLS) travel as artifacts.
 HOST_TOOLS: tuple[tuple[str, str], ...] = (
     (FETCH_ARTIFACTS, "choiros-fetch-artifacts"),
+    (RETRY, "choiros-retry"),
     ("/usr/local/lib/choiros/choiros_host.py", "choiros_host.py"),
     ("/usr/local/lib/choiros/choiros_backup.py", "choiros_backup.py"),
     ("/usr/local/bin/choiros-deploy", "choiros-deploy"),
@@ -197,6 +201,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "freshness_timer": FRESHNESS_TIMER,
         "healthcheck_timer": HEALTHCHECK_TIMER,
         "fetch_artifacts": FETCH_ARTIFACTS,
+        "retry": RETRY,
         "metrics_namespace": METRICS_NAMESPACE,
         "backup_age_metric": BACKUP_AGE_METRIC,
         "backup": spec.backup,
@@ -248,7 +253,7 @@ def host_tool_files() -> tuple[ManagedFile, ...]:
     files = []
     for path, source in HOST_TOOLS:
         mode = 0o644 if path.endswith(".py") else 0o755
-        delivery: Delivery = "inline" if path == FETCH_ARTIFACTS else "artifact"
+        delivery: Delivery = "inline" if path in INLINE_TOOLS else "artifact"
         files.append(ManagedFile(path, host_tool_source(source), mode=mode, delivery=delivery))
     return tuple(files)
 

@@ -452,7 +452,8 @@ def test_the_bootstrap_installs_checked_artifacts_and_refuses_a_mismatch(
         "region": REGION, "artifacts_bucket": "choiros-unit-artifacts",
         "aws": {"endpoint_url": moto_url, "access_key_id": KEY, "secret_access_key": KEY}}))
     monkeypatch.setenv("CHOIROS_HOST_CONFIG", str(tmp_path / "host.json"))
-    assert fetch.main(str(tmp_path / "artifacts.json")) == 3
+    # A wrong sha256 is final (4); choiros-retry does not wait for it.
+    assert fetch.main(str(tmp_path / "artifacts.json")) == 4
     installed = tmp_path / "bin" / "good"
     assert installed.read_bytes() == good and installed.stat().st_mode & 0o777 == 0o755
     assert not (tmp_path / "bin" / "bad").exists(), "a mismatch is never installed"
@@ -461,6 +462,12 @@ def test_the_bootstrap_installs_checked_artifacts_and_refuses_a_mismatch(
     mtime = installed.stat().st_mtime_ns
     assert fetch.main(str(tmp_path / "artifacts.json")) == 0
     assert installed.stat().st_mtime_ns == mtime, "an installed artifact is left alone"
+    # An object not there (yet) is a failed download (3), which the converge retries.
+    missing = [{**entries[0], "path": str(tmp_path / "bin" / "later"), "key": "host-tools/z/l"}]
+    (tmp_path / "artifacts.json").write_text(json.dumps(missing))
+    assert fetch.main(str(tmp_path / "artifacts.json")) == 3
+    s3.put_object(Bucket="choiros-unit-artifacts", Key="host-tools/z/l", Body=good)
+    assert fetch.main(str(tmp_path / "artifacts.json")) == 0
 
 
 def test_the_bootstrap_runs_as_a_script_with_the_host_python(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from provisioning.render import (
     EC2_USER_DATA_LIMIT,
     FETCH_ARTIFACTS,
     HOST_TOOLS,
+    RETRY,
     Rendering,
     published_artifacts,
 )
@@ -144,11 +145,14 @@ def test_every_managed_file_is_written_by_the_user_data_or_fetched_by_sha256() -
 def test_the_user_data_runs_the_artifact_bootstrap_first_and_carries_no_tool_source() -> None:
     rendering = rendered()
     converge = rendering.file(CONVERGE_SCRIPT).content
-    commands = [ln for ln in converge.splitlines() if ln and not ln.startswith(("#", "echo"))]
-    assert commands[:2] == ["set -eu", FETCH_ARTIFACTS], commands[:3]
+    commands = [ln for ln in converge.splitlines()
+                if ln and not ln.startswith(("#", "echo", "trap", "on_exit", "}", " "))]
+    assert commands[:2] == ["set -eu", f'{RETRY} --final "2 4" "fetching the artifacts" -- '
+                            f"{FETCH_ARTIFACTS}"], commands[:3]
     assert rendering.file(FETCH_ARTIFACTS).delivery == "inline"
+    assert rendering.file(RETRY).delivery == "inline"
     for path, _ in HOST_TOOLS:
-        if path != FETCH_ARTIFACTS:
+        if path not in (FETCH_ARTIFACTS, RETRY):
             assert rendering.file(path).delivery == "artifact", path
             assert rendering.file(path).content not in rendering.cloud_config, path
 

@@ -167,6 +167,7 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(managed.content)
     for executable in ("opt/choiros/current/sandbox", "usr/local/sbin/choiros-secrets",
+                       "usr/local/sbin/choiros-retry",
                        "usr/local/bin/litestream", "usr/local/sbin/choiros-restore-at-boot",
                        "usr/local/sbin/choiros-backup-freshness",
                        "usr/local/sbin/choiros-healthcheck"):
