@@ -259,3 +259,22 @@ def test_main_refuses_bad_config_before_declaring_anything(
         assert resources == [], [r.urn for r in resources]
 
     return pulumi_mocks.settled().apply(check)
+
+
+@pulumi.runtime.test
+def test_main_refuses_an_aws_region_that_disagrees(
+    pulumi_mocks: Recorder, engine_config: None
+) -> pulumi.Output[None]:
+    stack = {**read_stack_file(EXAMPLE), "aws:region": "us-east-1"}
+    pulumi.runtime.set_all_config(engine_values(project_defaults(), stack))
+    with pytest.raises(pulumi.RunError) as refused:
+        runpy.run_path(str(MAIN), run_name="__main__")
+    message = str(refused.value)
+    assert message.startswith("Error: choiros:region = 'eu-west-1': disagrees with aws:region = "
+                              "'us-east-1'"), message
+    assert pulumi_mocks.constructed == [], "resources were declared before validation"
+
+    def check(resources: list[Declared]) -> None:
+        assert resources == [], [r.urn for r in resources]
+
+    return pulumi_mocks.settled().apply(check)
