@@ -7,7 +7,13 @@ access is wrong (key, user, address, sudo).
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import shutil
 import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -159,3 +165,47 @@ def close_shared_connection(access: HostAccess) -> None:
     """Stop the ControlMaster a run started (for a generated ssh_config)."""
     subprocess.run([*ssh_options(access), "-O", "exit", access.destination],
                    capture_output=True, timeout=10, check=False)
+
+
+def run_on_host(access: HostAccess, argv: list[str], *, timeout: float = 600.0,
+                echo: Callable[[str], None] = print) -> tuple[int, str]:
+    """Run ``argv`` on the host (quoted for the remote shell, never interpolated), each line of
+    its output passed to ``echo`` as it comes; (exit status, the output's last 4 KiB).
+    ssh's own failure (255) is raised as a UsageProblem that says what to check."""
+    command = [*ssh_options(access), access.destination, shlex.join(argv)]
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+    except FileNotFoundError:
+        raise UsageProblem("the ssh client is not installed",
+                           "apt-get install openssh-client") from None
+    tail = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        echo(line.rstrip("\n"))
+        tail = (tail + line)[-4096:]
+        if time.monotonic() > deadline:
+            proc.kill()
+            break
+    code = proc.wait()
+    if code == 255:
+        raise explain_ssh_failure(access, tail)
+    return code, tail
+
+
+@contextlib.contextmanager
+def open_access(access: HostAccess, known_hosts: Path | None = None) -> Iterator[HostAccess]:
+    """``access`` ready for many commands over one connection: without an ssh_config of its
+    own, a private multiplexing one for the session (closed and removed afterwards)."""
+    if access.ssh_config is not None:
+        yield access
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="chs-"))  # short: it holds the control socket
+    shared = HostAccess(url=access.url, ssh_config=write_ssh_config(
+        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+    try:
+        yield shared
+    finally:
+        close_shared_connection(shared)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from choiros_infra import diagnose_cmd
+from choiros_infra import diagnose_cmd, release_cmd, release_flow
 from choiros_infra.errors import fail_config
 from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_drill import DrillResult, run_drill
@@ -36,6 +36,7 @@ from choiros_infra.kitchen_stack import (
     replace_host,
     stack_up,
 )
+from choiros_infra.stack_target import StackTarget, kitchen_target
 from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
 from infra.config import ConfigError
@@ -186,8 +187,9 @@ def up(name: NameOption = DEFAULT_NAME,
        ) -> None:
     """Create a kitchen host from the stack's kitchen user-data and wait until it converged.
 
-    Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and its
-    app_version release (the stand-in app), then boots the host and waits for cloud-init.
+    Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and, for
+    a stack that wants no release yet, the stand-in app's first release as its wanted release;
+    then boots the host, which deploys the wanted release, and waits for cloud-init.
     """
     _prerequisites()
     if replace:
@@ -258,6 +260,72 @@ def diagnose(name: NameOption = DEFAULT_NAME,
         _fail(exc)
     access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
     raise typer.Exit(diagnose_cmd.execute(access, out))
+
+
+def _release_command(name: str, flow: Callable[[StackTarget, HostAccess], int]) -> NoReturn:
+    """A release flow (deploy, rollback) against a kitchen host, through its ssh_config."""
+    try:
+        lifecycle.running_guest(name)
+        stack = kitchen_target(name)
+    except KitchenError as exc:
+        _fail(exc)
+    with release_cmd.errors():
+        code = flow(stack, stack.access())
+    raise typer.Exit(code)
+
+
+@kitchen_app.command("deploy")
+def deploy_(version: Annotated[str, typer.Argument(help="A version published to the kitchen "
+                                                   "cloud's artifacts bucket of the host's "
+                                                   "stack.", show_default=False)],
+            name: NameOption = DEFAULT_NAME) -> None:
+    """`choiros-infra deploy VERSION` for a kitchen host: check the release in the bucket, set
+    the stack's wanted release, deploy, health-check, run the application checks.
+
+    Exit codes: as `choiros-infra deploy --help` says (0 live and checked, 1 failed and
+    switched back, 2 usage, 3 refused, 4 needs an operator).
+    """
+    _prerequisites()
+    _release_command(name, lambda stack, access: release_flow.deploy(
+        stack, access, version, check=release_cmd.app_checks, say=release_cmd.say))
+
+
+@kitchen_app.command("rollback")
+def rollback_(name: NameOption = DEFAULT_NAME) -> None:
+    """`choiros-infra rollback` for a kitchen host: back to its previous release, which
+    becomes the stack's wanted release.
+
+    Exit codes: as `choiros-infra rollback --help` says.
+    """
+    _prerequisites()
+    _release_command(name, lambda stack, access: release_flow.rollback(
+        stack, access, check=release_cmd.app_checks, say=release_cmd.say))
+
+
+@kitchen_app.command("promote")
+def promote_(version: Annotated[str, typer.Argument(help="The version the staging host runs "
+                                                    "and verified.", show_default=False)],
+             from_name: Annotated[str, typer.Option("--from", help="The staging kitchen host.",
+                                                    show_default=False)],
+             to_name: Annotated[str, typer.Option("--to", help="The production kitchen host.",
+                                                  show_default=False)]) -> None:
+    """`choiros-infra promote VERSION` between two kitchen hosts of two stacks: the exact
+    bytes the staging host runs and verified, deployed to the production host.
+
+    Exit codes: as `choiros-infra promote --help` says.
+    """
+    _prerequisites()
+    try:
+        for name in (from_name, to_name):
+            lifecycle.running_guest(name)
+        staging, production = kitchen_target(from_name), kitchen_target(to_name)
+    except KitchenError as exc:
+        _fail(exc)
+    with release_cmd.errors():
+        code = release_flow.promote(version, staging, staging.access(), production,
+                                    production.access(), check=release_cmd.app_checks,
+                                    say=release_cmd.say)
+    raise typer.Exit(code)
 
 
 @kitchen_app.command()

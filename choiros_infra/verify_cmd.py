@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -103,10 +104,11 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             account_id: str | None = None, junit: Path | None = None,
             report: Path | None = None, workers: int | None = None,
             known_hosts: Path | None = None, extra: tuple[str, ...] = (),
-            stamp_label: str | None = None) -> int:
+            stamp_label: str | None = None, paths: tuple[Path, ...] | None = None) -> int:
     """Verify one host; print the summary; return the exit code (0, 1, 2). ``access`` without
     an ssh_config gets a generated, multiplexing one for the run (checking the host key
-    against ``known_hosts`` if given)."""
+    against ``known_hosts`` if given). ``paths`` narrows the run to some suites and runbooks
+    (the deploy commands' application checks); None runs them all."""
     cfg = _load(stack_file)
     if cfg is None:
         return EXIT_UNUSABLE
@@ -126,6 +128,8 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         results_file = junit or workdir / "junit.xml"
         run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
                                   workers=workers, junit=results_file, extra=extra)
+        if paths is not None:
+            run = replace(run, paths=paths)
         code = verdict(run_pytest(run))
         seconds = time.monotonic() - started
         if code == EXIT_UNUSABLE or not results_file.exists():

@@ -34,7 +34,6 @@ _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
 _SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -86,7 +85,6 @@ class StackConfig:
     secrets: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
     termination_protection: bool = False
-    app_version: str | None = None
     keep_releases: int = 5
     alarm_disk_percent: int = 80
     alarm_memory_percent: int = 90
@@ -294,14 +292,6 @@ def _tls_mode(raw: object, domain: str | None) -> TlsMode:
     return raw
 
 
-def _version(raw: object) -> str:
-    fix = "use a release version such as 1.4.2 (letters, digits, . _ + -)"
-    value = _text("app_version", raw, fix)
-    if not _VERSION.fullmatch(value) or ".." in value:
-        raise ConfigError("app_version", raw, "is not a valid release version", fix)
-    return value
-
-
 # --------------------------------------------------------------------------- the parser
 
 KEYS: dict[str, str] = {
@@ -322,7 +312,6 @@ KEYS: dict[str, str] = {
     "secrets": "SSM parameter names the app needs (names only); fetched at boot into backend.env.",
     "tags": "Extra tags for every resource, as a mapping.",
     "termination_protection": "Protect the instance from API termination (default false).",
-    "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
     "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
     "alarm_disk_percent": "Alarm when /, the data or the log filesystem is fuller than this for "
     "5 minutes (percent, default 80, 50..99).",
@@ -333,8 +322,19 @@ KEYS: dict[str, str] = {
 }
 
 
+# Keys that existed once, with the way off them.
+REMOVED_KEYS: dict[str, str] = {
+    "app_version": "remove it: the release a host runs is the stack's wanted release in the "
+    "artifacts bucket, set by `choiros-infra deploy VERSION --stack STACK` (it never replaces "
+    "the host); run that once with the version the host runs now",
+}
+
+
 def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
     """Validate raw values (keys without the namespace) into a StackConfig, or raise ConfigError."""
+    if removed := sorted(set(values) & set(REMOVED_KEYS)):
+        key = removed[0]
+        raise ConfigError(key, values[key], "is no longer a stack setting", REMOVED_KEYS[key])
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(unknown[0], values[unknown[0]], "is not a known key",
@@ -391,7 +391,6 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
         tags=optional("tags", _tags) or (),
         termination_protection=bool(optional(
             "termination_protection", lambda r: _boolean("termination_protection", r))),
-        app_version=optional("app_version", _version),
         keep_releases=optional("keep_releases", lambda r: _integer(
             "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
         or default("keep_releases"),
@@ -450,7 +449,7 @@ def from_pulumi() -> StackConfig:
 
     values: dict[str, object] = {}
     config = pulumi.Config(NAMESPACE)
-    for key in KEYS:
+    for key in (*KEYS, *REMOVED_KEYS):  # a removed key is refused, not silently ignored
         raw = config.get(key)
         if raw is not None:
             values[key] = raw

@@ -43,6 +43,14 @@ TOOLS = REPO / "provisioning" / "host_tools"
 ch = load_module("choiros_host", TOOLS / "choiros_host.py")
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 
+def upload(s3: Any, tarball: Path) -> None:
+    """Publish a release as an operator would (tarball, then its checksum)."""
+    key = ch.release_key(tarball.name.removeprefix("choiros-").removesuffix(".tar.gz"))
+    s3.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes())
+    s3.put_object(Bucket="artifacts", Key=key + ".sha256",
+                  Body=tarball.with_name(tarball.name + ".sha256").read_bytes())
+
+
 FAKE_SYSTEMCTL = '''#!{python}
 """Fake systemctl: `restart UNIT` (re)starts $FAKE_APP_ROOT/current/sandbox on $FAKE_PORT."""
 import os, signal, socket, subprocess, sys, time
@@ -148,7 +156,12 @@ class Host:
         return tarball
 
     def releases(self) -> set[str]:
-        return {p.name for p in (self.root / "releases").iterdir()}
+        """The release directories; each has its checksum record beside it, and a pruned
+        release takes its record with it."""
+        entries = list((self.root / "releases").iterdir())
+        dirs = {p.name for p in entries if p.is_dir()}
+        assert {p.name for p in entries if not p.is_dir()} == {f"{d}.sha256" for d in dirs}
+        return dirs
 
 
 @pytest.fixture
@@ -198,7 +211,7 @@ def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    rel.upload_release(bucket, "artifacts", host.build("1.0.0"))
+    upload(bucket, host.build("1.0.0"))
 
     assert host.deploy("1.0.0") == 0
 
@@ -216,7 +229,11 @@ def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
     assert {p.stat().st_uid for p in release.rglob("*")} == {os.getuid()}
     assert b'content="1.0.0"' in (release / "dist" / "index.html").read_bytes()
     [line] = host.history()
-    assert set(line) == {"time", "action", "from", "to", "result", "reason"}
+    assert set(line) == {"time", "action", "from", "to", "sha256", "result", "reason"}
+    digest = hashlib.sha256(host.build("1.0.0").read_bytes()).hexdigest()
+    assert line["sha256"] == digest
+    assert (host.root / "releases" / "1.0.0.sha256").read_text() == (
+        f"{digest}  choiros-1.0.0.tar.gz\n")
     assert line["time"].endswith("Z")
     assert (line["action"], line["from"], line["to"], line["result"], line["reason"]) == (
         "deploy", None, "1.0.0", "ok", None)
@@ -227,7 +244,7 @@ def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
 def test_second_deploy_keeps_previous_and_same_version_is_a_noop(
         host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
     for v in ("1.0.0", "2.0.0"):
-        rel.upload_release(bucket, "artifacts", host.build(v))
+        upload(bucket, host.build(v))
     assert host.deploy("1.0.0") == 0
     assert host.deploy("2.0.0") == 0
     assert (host.link("current"), host.link("previous")) == ("releases/2.0.0", "releases/1.0.0")
@@ -292,7 +309,7 @@ BAD: dict[str, tuple[Callable[[], bytes], str]] = {
     "sandbox-not-executable": (lambda: _tar([*_without("sandbox"), _entry("sandbox", SANDBOX)]),
                                "sandbox is not executable"),
     "sandbox-empty": (lambda: _tar([*_without("sandbox"), _entry("sandbox", b"", 0o755)]),
-                      "no sandbox binary"),
+                      "sandbox is empty"),
     "sandbox-is-a-directory": (lambda: _tar([*_without("sandbox"), _entry(
         "sandbox", kind=tarfile.DIRTYPE, mode=0o755)]), "no sandbox binary"),
     "missing-index": (lambda: _tar(_without("dist/index.html")), "dist/index.html is missing"),
@@ -355,10 +372,11 @@ def test_bad_artifact_is_refused_and_the_host_is_untouched(
 
 def test_wrong_checksum_in_the_bucket_is_refused_and_the_host_is_untouched(
         host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    rel.upload_release(bucket, "artifacts", host.build("1.0.0"))
+    upload(bucket, host.build("1.0.0"))
     assert host.deploy("1.0.0") == 0
     tarball = host.build("2.0.0")
-    key, sha_key = rel.release_keys(tarball)
+    key = ch.release_key("2.0.0")
+    sha_key = key + ".sha256"
     bucket.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes()[:-100])
     bucket.put_object(Bucket="artifacts", Key=sha_key,
                       Body=tarball.with_name(tarball.name + ".sha256").read_bytes())
