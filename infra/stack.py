@@ -37,6 +37,8 @@ OUTPUTS = (
     "artifacts_bucket",
     "instance_id",
     "alarm_topic_arn",
+    "ssh_user",
+    "account_id",
 )
 
 
@@ -142,13 +144,13 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         "public_ip": ip,
         "url": url,
         "ssh_command": pulumi.Output.concat("ssh ", AMIS[cfg.os].login_user, "@", ip),
-        # What the operator's commands (`--stack`, `--outputs`) read to reach the host and
-        # its buckets: see choiros_infra/stack_target.py.
-        "ssh_user": pulumi.Output.from_input(AMIS[cfg.os].login_user),
-        "account_id": account,
         "backups_bucket": backups.bucket,
         "artifacts_bucket": artifacts.bucket,
         "instance_id": host.instance_id,
         "alarm_topic_arn": monitoring.topic_arn,
+        # What the operator's commands (`--stack`, `--outputs`) read to reach the host and
+        # its buckets: see choiros_infra/stack_target.py.
+        "ssh_user": pulumi.Output.from_input(AMIS[cfg.os].login_user),
+        "account_id": account,
     }
     return outputs
