@@ -26,6 +26,16 @@ from choiros_infra.host_access import (
     parse_host_url,
     write_ssh_config,
 )
+from choiros_infra.options import (
+    HostOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+)
+from choiros_infra.stack_target import resolve
+from infra.config import ConfigError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -76,16 +86,14 @@ def register(app: typer.Typer) -> None:
 
 
 def diagnose(
-    host: Annotated[str, typer.Option(
-        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
-        show_default=False)],
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
-        = None,
+    host: HostOption = None,
+    stack: StackOption = None,
+    stack_file: StackFileOption = None,
+    outputs: OutputsOption = None,
+    ssh_key: KeyOption = None,
     ssh_config: Annotated[Path | None, typer.Option(
         "--ssh-config", help="Use this ssh_config as is instead of a generated one.")] = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="Check the host key against this file only, strictly.")] = None,
+    known_hosts: KnownHostsOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the Markdown here (default: standard output).")] = None,
 ) -> None:
@@ -93,14 +101,20 @@ def diagnose(
         raise typer.Exit(_problem("--ssh-config excludes --ssh-key and --known-hosts",
                                   "name the key and known_hosts file in the ssh_config"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts")):
+                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
             raise typer.Exit(_problem(f"{what} {given} is not a readable file",
                                       f"give {what} the path of an existing file"))
     try:
+        if host is None:  # the stack's outputs say where its host is
+            host = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
+                           need_account=False).access().url
         parse_host_url(host)
     except UsageProblem as problem:
         raise typer.Exit(_problem(problem.problem, problem.fix)) from None
+    except ConfigError as error:
+        stderr.print(error.render(), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
     access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
                         ssh_config=ssh_config and ssh_config.resolve())
     raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve()))

@@ -21,6 +21,16 @@ from rich.markup import escape
 from choiros_infra import release_flow
 from choiros_infra.errors import fail, fail_config
 from choiros_infra.host_access import HostAccess, UsageProblem, open_access
+from choiros_infra.options import (
+    AccountOption,
+    HostOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+    TargetOption,
+)
 from choiros_infra.release_store import ReleaseError, sidecar_sha256
 from choiros_infra.stack_target import StackTarget, resolve
 from choiros_infra.targets import TargetChoice
@@ -44,30 +54,6 @@ release_app = typer.Typer(
     help="Pack a build into a release and publish it to a stack's artifacts bucket.\n\n"
     "Exit codes: 0 done (or already published with the same bytes), 2 bad input (nothing "
     "written), 3 refused (other bytes already published under the version).")
-
-# Options shared by the commands that act on a stack and its host.
-StackOption = Annotated[str | None, typer.Option(
-    "--stack", help="Stack name: its file is Pulumi.NAME.yaml.", show_default=False)]
-StackFileOption = Annotated[Path | None, typer.Option(
-    "--stack-file", help="Stack file (instead of --stack).", show_default=False)]
-TargetOption = Annotated[TargetChoice, typer.Option(
-    "--target", help="aws (EC2) or kitchen (the kitchen cloud's buckets).")]
-OutputsOption = Annotated[Path | None, typer.Option(
-    "--outputs", help="The stack's outputs saved with `pulumi stack output --json > F` "
-    "(default: read through the Pulumi CLI when installed).", show_default=False)]
-HostOption = Annotated[str | None, typer.Option(
-    "--host", help="The host: ssh://USER@ADDR (default: from the stack's outputs).",
-    show_default=False)]
-KeyOption = Annotated[Path | None, typer.Option(
-    "--ssh-key", help="Private key to log in with (the only one offered).",
-    show_default=False)]
-KnownHostsOption = Annotated[Path | None, typer.Option(
-    "--known-hosts", help="Check the host key against this file only, strictly.",
-    show_default=False)]
-AccountOption = Annotated[str | None, typer.Option(
-    "--account-id", help="AWS account the buckets are named for (default: from the outputs).",
-    show_default=False)]
-
 
 def say(text: str) -> None:
     """A progress line on stderr (stdout stays for results)."""

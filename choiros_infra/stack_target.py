@@ -111,9 +111,11 @@ def automation_outputs(stack: str, work_dir: Path) -> dict[str, Any]:
 def resolve(*, stack: str | None = None, stack_file: Path | None = None,
             target: TargetChoice = TargetChoice.aws, outputs: Path | None = None,
             host: str | None = None, account_id: str | None = None,
-            work_dir: Path | None = None, need_host: bool = True) -> StackTarget:
+            work_dir: Path | None = None, need_host: bool = True,
+            need_account: bool = True) -> StackTarget:
     """The stack target from command-line options. Raises UsageProblem or ConfigError.
-    ``need_host`` False: only the buckets matter (``release publish``)."""
+    ``need_host`` False: only the buckets matter (``release publish``); ``need_account``
+    False: only the host does (``diagnose``)."""
     path = stack_file_for(stack, stack_file)
     cfg = load_stack_file(path)
     if host is not None:
@@ -123,9 +125,16 @@ def resolve(*, stack: str | None = None, stack_file: Path | None = None,
         return StackTarget(path, cfg, target, account, bucket_names(cfg, account).artifacts,
                            host_url=host)
     values: dict[str, Any] = {}
+    missing_host = need_host and host is None
+    missing_account = need_account and account_id is None
     if outputs is not None:
         values = read_outputs_file(outputs)
-    elif (need_host and host is None) or account_id is None:
+    elif missing_host or missing_account:
+        if shutil.which("pulumi") is None and not missing_host:
+            raise UsageProblem("--target aws needs the stack's AWS account id: the buckets "
+                               "(and so the host's config) are named for it",
+                               "--account-id $(aws sts get-caller-identity --query Account "
+                               "--output text), or --outputs F (pulumi stack output --json)")
         if shutil.which("pulumi") is None:
             raise UsageProblem(f"where stack {cfg.stack} runs is in its outputs, and there is "
                                "no Pulumi CLI here to read them",
@@ -133,12 +142,13 @@ def resolve(*, stack: str | None = None, stack_file: Path | None = None,
                                "--outputs F; or give --host and --account-id")
         values = automation_outputs(cfg.stack, work_dir or Path.cwd())
     account = account_id or str(values.get("account_id") or "")
-    if not account:
+    if need_account and not account:
         raise UsageProblem("no AWS account id: the outputs have no account_id",
                            "give --account-id, or outputs from this version of the program")
     if host is None and values.get("public_ip"):
         host = f"ssh://{values.get('ssh_user') or 'admin'}@{values['public_ip']}"
-    artifacts = str(values.get("artifacts_bucket") or bucket_names(cfg, account).artifacts)
+    artifacts = str(values.get("artifacts_bucket") or (
+        bucket_names(cfg, account).artifacts if account else ""))
     return StackTarget(path, cfg, TargetChoice.aws, account, artifacts, host_url=host)
 
 

@@ -27,10 +27,20 @@ from choiros_infra.host_access import (
     UsageProblem,
     check_reachable,
     close_shared_connection,
-    parse_host_url,
     write_ssh_config,
 )
+from choiros_infra.options import (
+    AccountOption,
+    HostOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+    TargetOption,
+)
 from choiros_infra.runbook_stamp import stamp, valid_label
+from choiros_infra.stack_target import resolve
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import (
     DEFAULT_WORKERS,
@@ -168,27 +178,18 @@ def register(app: typer.Typer) -> None:
 
 
 def verify(
-    host: Annotated[str, typer.Option(
-        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
-        show_default=False)],
-    stack_file: Annotated[Path, typer.Option(
-        "--stack-file", help="Stack file the host was built from.", show_default=False)],
-    target: Annotated[TargetChoice, typer.Option(
-        "--target", help="Rendering the host was built with: aws (EC2) or kitchen.",
-        show_default=False)],
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
-        = None,
+    host: HostOption = None,
+    stack: StackOption = None,
+    stack_file: StackFileOption = None,
+    target: TargetOption = TargetChoice.aws,
+    outputs: OutputsOption = None,
+    ssh_key: KeyOption = None,
     ssh_config: Annotated[Path | None, typer.Option(
         "--ssh-config", help="Use this ssh_config as is instead of a generated one (give it "
         "ControlMaster/ControlPath/ControlPersist, or each check opens a new connection).")]
         = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="Check the host key against this file only, strictly (default: "
-        "~/.ssh/known_hosts, a new key accepted and remembered).")] = None,
-    account_id: Annotated[str | None, typer.Option(
-        "--account-id", help="AWS account the stack's buckets are named for; required with "
-        "--target aws (`aws sts get-caller-identity --query Account --output text`).")] = None,
+    known_hosts: KnownHostsOption = None,
+    account_id: AccountOption = None,
     junit: Annotated[Path | None, typer.Option(
         "--junit", help="Write the results as JUnit XML to this file.")] = None,
     report: Annotated[Path | None, typer.Option(
@@ -214,24 +215,30 @@ def verify(
                                   "name the known_hosts file in the ssh_config "
                                   "(UserKnownHostsFile)"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts")):
+                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
             raise typer.Exit(_problem(f"{what} {given} is not a readable file",
                                       f"give {what} the path of an existing file"))
-    if target is TargetChoice.aws and account_id is None:
-        raise typer.Exit(_problem(
-            "--target aws needs --account-id: the buckets (and so host.json) are named for it",
-            "--account-id $(aws sts get-caller-identity --query Account --output text)"))
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
         raise typer.Exit(_problem(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
                                   "use letters, digits and . _ : / -, e.g. kitchen"))
+    if target is TargetChoice.kitchen and host is None:
+        raise typer.Exit(_problem("--target kitchen needs --host",
+                                  "use `choiros-infra kitchen verify --name N` for a kitchen "
+                                  "host"))
     try:
-        parse_host_url(host)
+        resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
+                           host=host, account_id=account_id)
+        access = resolved.access(ssh_key and ssh_key.resolve())
     except UsageProblem as problem:
         raise typer.Exit(_problem(problem.problem, problem.fix)) from None
-    access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
-                        ssh_config=ssh_config and ssh_config.resolve())
-    raise typer.Exit(execute(access, stack_file, target.value, account_id=account_id,
-                             junit=junit, report=report, workers=workers,
+    except ConfigError as error:
+        stderr.print(error.render(), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    if ssh_config is not None:
+        access = HostAccess(url=access.url, ssh_config=ssh_config.resolve())
+    raise typer.Exit(execute(access, resolved.stack_file, target.value,
+                             account_id=resolved.account_id if target is TargetChoice.aws
+                             else account_id, junit=junit, report=report, workers=workers,
                              known_hosts=known_hosts and known_hosts.resolve(),
                              extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks))

@@ -30,6 +30,7 @@ from choiros_infra.drift import (
     summarise_preview,
 )
 from choiros_infra.verify_report import read_junit
+from infra.config import ConfigError, stack_name_of
 
 pytestmark = pytest.mark.unit
 
@@ -131,8 +132,9 @@ def test_credentials_from_env_or_login(tmp_path: Path) -> None:
 
 
 def test_the_stack_name_comes_from_the_stack_file() -> None:
-    assert drift_cmd.stack_name_of(Path("Pulumi.production.yaml")) == "production"
-    assert drift_cmd.stack_name_of(Path("stack.yaml")) is None
+    assert stack_name_of(Path("Pulumi.production.yaml")) == "production"
+    with pytest.raises(ConfigError, match="is not named like a stack file"):
+        stack_name_of(Path("stack.yaml"))
 
 
 # --- host and docs from one verify run ---------------------------------------------------------
@@ -245,7 +247,7 @@ def test_the_report_names_each_drifted_resource() -> None:
 def test_drift_without_host_with_a_recorded_preview(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     recorded = RecordedPreview.load(FIXTURES / "drift_expect_no_changes.json")
-    code = drift_cmd.run_drift(stack_file=STACK_FILE, stack="production", target="aws",
+    code = drift_cmd.run_drift(stack_file=STACK_FILE, stack="example", target="aws",
                                host=None, report=tmp_path / "drift.md", as_json=True,
                                runner=recorded)
     data = json.loads(capsys.readouterr().out)
