@@ -656,3 +656,63 @@ def test_cli_scripts_run_under_the_system_python_without_boto3(host: Host) -> No
     done = run("-c", f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import choiros_host; "
                      "print('boto3' in sys.modules)")
     assert done.stdout == "False\n"  # boto3 is only imported when AWS is used
+
+
+# ---- the stack's wanted release (first boot) and what runs (--status) ------------------------
+
+def wanted(s3: Any, version: str, sha256: str) -> None:
+    s3.put_object(Bucket="artifacts", Key=ch.WANTED_KEY,
+                  Body=json.dumps({"version": version, "sha256": sha256, "verified": True}))
+
+
+def test_wanted_with_no_pointer_deploys_nothing(host: Host, bucket: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(host.root)
+    assert host.deploy("--wanted") == 0
+    assert "No wanted release is set" in capsys.readouterr().out
+    assert snapshot(host.root) == before and host.restarts() == 0
+
+
+def test_wanted_deploys_the_pointer_and_status_reports_it(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    for v in ("1.0.0", "2.0.0"):
+        upload(bucket, host.build(v))
+    digest = {v: hashlib.sha256(host.build(v).read_bytes()).hexdigest() for v in ("1.0.0", "2.0.0")}
+    wanted(bucket, "1.0.0", digest["1.0.0"])
+    assert host.deploy("--wanted") == 0
+    wanted(bucket, "2.0.0", digest["2.0.0"])
+    assert host.deploy("--wanted") == 0
+    capsys.readouterr()
+    assert host.deploy("--status") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "current": {"version": "2.0.0", "sha256": digest["2.0.0"]},
+        "previous": {"version": "1.0.0", "sha256": digest["1.0.0"]}}
+    assert [h["sha256"] for h in host.history()] == [digest["1.0.0"], digest["2.0.0"]]
+
+
+def test_a_pointer_whose_sha256_is_not_the_releases_is_refused(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    upload(bucket, host.build("1.0.0"))
+    wanted(bucket, "1.0.0", "0" * 64)
+    before = snapshot(host.root)
+    assert host.deploy("--wanted") == 3
+    assert "the bucket's checksum of 1.0.0 is not --sha256" in capsys.readouterr().err
+    assert snapshot(host.root) == before
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"version": "../x", "sha256": "' + b"0" * 64
+                                  + b'"}', b'{"version": "1.0.0", "sha256": "short"}'])
+def test_a_malformed_pointer_is_refused(host: Host, bucket: Any, body: bytes,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bucket.put_object(Bucket="artifacts", Key=ch.WANTED_KEY, Body=body)
+    assert host.deploy("--wanted") == 3
+    assert "wanted-release.json" in capsys.readouterr().err
+
+
+def test_the_current_version_with_other_bytes_is_refused(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    upload(bucket, host.build("1.0.0"))
+    assert host.deploy("1.0.0") == 0
+    capsys.readouterr()
+    assert host.deploy("1.0.0", "--sha256", "f" * 64) == 3
+    assert "is current with other bytes" in capsys.readouterr().err
