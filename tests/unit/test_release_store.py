@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,62 @@ def test_deploy_refuses_an_unpublished_version_before_touching_anything(
                             check=lambda s, a: 0, say=lambda _: None)
     assert refused.value.code == 3
     assert fake.ran == [] and stack.releases().wanted() == before
+
+
+# --- promote: only what staging runs and verified --------------------------------------------
+
+@pytest.fixture
+def production(s3: Any) -> StackTarget:
+    s3.create_bucket(Bucket="prod-artifacts",
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    cfg = load_stack_file(ROOT / "Pulumi.example.yaml")
+    target = StackTarget(ROOT / "Pulumi.production.yaml", replace(cfg, stack="production"),
+                         TargetChoice.kitchen, "123456789012", "prod-artifacts")
+    object.__setattr__(target, "s3", lambda: s3)
+    return target
+
+
+def staging_runs(monkeypatch: pytest.MonkeyPatch, version: str, sha256: str) -> FakeHost:
+    monkeypatch.setattr(release_flow, "host_status", lambda access: release_flow.Running(
+        host.Wanted(version, sha256), None))
+    monkeypatch.setattr(release_flow, "check_reachable", lambda access: None)
+    fake = FakeHost(0)
+    monkeypatch.setattr(release_flow, "run_on_host", fake)
+    return fake
+
+
+def promote(stack: StackTarget, production: StackTarget, version: str) -> int:
+    access = HostAccess("ssh://admin@192.0.2.1")
+    return release_flow.promote(version, stack, access, production, access,
+                                check=lambda s, a: 0, say=lambda _: None)
+
+
+def test_promote_copies_the_verified_bytes_and_deploys_them(
+        stack: StackTarget, production: StackTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = stack.releases().check_published("1.0.0")
+    fake = staging_runs(monkeypatch, "1.0.0", sha)
+    assert promote(stack, production, "1.0.0") == 0
+    assert production.releases().check_published("1.0.0") == sha
+    assert fake.ran == [["sudo", "-n", "choiros-deploy", "1.0.0", "--sha256", sha]]
+    wanted = production.releases().wanted()
+    assert wanted is not None and (wanted.version, wanted.sha256, wanted.verified) == (
+        "1.0.0", sha, True)
+
+
+@pytest.mark.parametrize(("setup", "says"), [
+    ("not-wanted", "does not want 2.0.0"),
+    ("not-verified", "did not pass verify on staging"),
+    ("runs-other", "staging's host runs 1.0.0"),
+])
+def test_promote_refuses_what_staging_did_not_run_and_verify(
+        stack: StackTarget, production: StackTarget, monkeypatch: pytest.MonkeyPatch,
+        setup: str, says: str) -> None:
+    store = stack.releases()
+    sha2 = store.check_published("2.0.0")
+    if setup != "not-wanted":
+        store.set_wanted("2.0.0", sha2, since=store.wanted(), verified=setup != "not-verified")
+    fake = staging_runs(monkeypatch, "1.0.0" if setup == "runs-other" else "2.0.0", sha2)
+    with pytest.raises(ReleaseError, match=says):
+        promote(stack, production, "2.0.0")
+    assert fake.ran == [] and production.releases().wanted() is None
+    assert production.releases().published_sha256("2.0.0") is None
