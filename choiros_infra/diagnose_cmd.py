@@ -59,7 +59,7 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
     if access.ssh_config is None:
         private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
         access = HostAccess(url=access.url, ssh_key=None, ssh_config=write_ssh_config(
-            private, ssh_key=access.ssh_key, known_hosts=known_hosts))
+            private, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         check_reachable(access)
         generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

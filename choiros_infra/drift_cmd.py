@@ -93,7 +93,7 @@ def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConf
     """One verify run against the host, split into the host and docs parts."""
     workdir = Path(tempfile.mkdtemp(prefix="chd-"))
     access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         try:
             check_reachable(access)

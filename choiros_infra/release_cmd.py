@@ -156,7 +156,10 @@ def publish(
             fail(f"{escape(tarball.name)} is not named choiros-VERSION.tar.gz",
                  "publish the file `choiros-infra release pack` wrote, under its own name")
         sha256 = sidecar_sha256(tarball)
-        host.inspect_release(tarball, version)
+        try:
+            host.inspect_release(tarball, version)
+        except host.ToolError as e:
+            fail(escape(str(e)), "publish what `choiros-infra release pack` wrote")
         resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                            account_id=account_id, need_host=False)
         store = resolved.releases()

@@ -70,7 +70,8 @@ HELP = (
     "The login user needs passwordless sudo (the checks read the host as root). With "
     "--ssh-key (or neither key nor config), an ssh_config sharing one connection is written "
     "to a private temporary directory; a new host key is accepted and remembered in "
-    "~/.ssh/known_hosts, a changed one is refused.\n\n"
+    "~/.ssh/known_hosts, a changed one is refused; a kitchen host's key is checked against "
+    "that host's own known_hosts file and never written to ~/.ssh.\n\n"
     "Exit codes: 0 every check passed; 1 a check failed (the summary and the report name "
     "it); 2 the verify could not run (bad arguments, invalid stack file, host unreachable "
     "or no sudo, pytest usage error)."
@@ -130,7 +131,7 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
     generated = access.ssh_config is None
     if generated:
         access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         started = time.monotonic()
         with stderr.status(f"connecting to {access.destination}…"):

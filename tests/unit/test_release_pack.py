@@ -4,16 +4,22 @@ or nothing is written and the error names the bad input."""
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
 from provisioning.host_tools import choiros_host as host
 
 pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -98,3 +104,55 @@ def test_missing_inputs_name_the_option(build: tuple[Path, Path], tmp_path: Path
     assert code == 2 and "Error: --sandbox" in output and "Try:" in output
     code, output = pack(sandbox, tmp_path / "nodist", "1.0.0", tmp_path / "out")
     assert code == 2 and "Error: --dist" in output
+
+
+# --- release publish, through the CLI, against moto's S3 ------------------------------------
+
+@pytest.fixture
+def bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"
+                 }.items():
+        monkeypatch.setenv(k, v)
+    shutil.copy(ROOT / "Pulumi.example.yaml", tmp_path / "Pulumi.example.yaml")
+    monkeypatch.chdir(tmp_path)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="choiros-example-artifacts-210987654321",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield s3
+
+
+def publish(tarball: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["release", "publish", str(tarball), "--stack", "example",
+                                      "--account-id", "210987654321"])
+    return result.exit_code, result.output
+
+
+def test_publish_once_then_same_bytes_then_other_bytes(
+        build: tuple[Path, Path], tmp_path: Path, bucket: Any) -> None:
+    assert pack(*build, "1.4.2", tmp_path / "a")[0] == 0
+    code, output = publish(tmp_path / "a" / "choiros-1.4.2.tar.gz")
+    assert code == 0 and "1.4.2: published" in output, output
+    code, output = publish(tmp_path / "a" / "choiros-1.4.2.tar.gz")
+    assert code == 0 and "already published with the same bytes; nothing uploaded" in output
+    (build[1] / "index.html").write_text("<html>other</html>")
+    assert pack(*build, "1.4.2", tmp_path / "b")[0] == 0
+    code, output = publish(tmp_path / "b" / "choiros-1.4.2.tar.gz")
+    assert code == 3, output
+    assert "Error: release 1.4.2 is already published with other bytes" in output
+
+
+def test_publish_refuses_a_tarball_without_its_checksum_or_not_a_release(
+        build: tuple[Path, Path], tmp_path: Path, bucket: Any) -> None:
+    assert pack(*build, "1.4.2", tmp_path / "a")[0] == 0
+    tarball = tmp_path / "a" / "choiros-1.4.2.tar.gz"
+    (tmp_path / "a" / "choiros-1.4.2.tar.gz.sha256").unlink()
+    code, output = publish(tarball)
+    assert code == 2 and ".sha256 cannot be read" in output, output
+    renamed = tmp_path / "release.tgz"
+    renamed.write_bytes(tarball.read_bytes())
+    code, output = publish(renamed)
+    assert code == 2 and "is not named choiros-VERSION.tar.gz" in output, output
+    assert "Contents" not in bucket.list_objects_v2(Bucket="choiros-example-artifacts-"
+                                                    "210987654321")
