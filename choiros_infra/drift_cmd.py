@@ -197,6 +197,10 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
             known_hosts=known_hosts and known_hosts.resolve(),
             junit=junit and junit.resolve())
     result = drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part)
+    if not (cloud.checked or host_part.checked or docs_part.checked):
+        _problem(f"nothing could be checked: cloud {cloud.reason}; host and docs: no host",
+                 "give the host (--host ssh://admin@ADDR --ssh-key K, or the stack's outputs "
+                 "with --outputs F), and for the cloud part a Pulumi CLI with credentials")
     if report is not None:
         report.write_text(drift.render_markdown(result, stack_file=str(stack_file), host=host))
     if as_json:
