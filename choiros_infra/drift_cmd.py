@@ -210,4 +210,6 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
             print(line)
         if report is not None:
             print(f"report: {report}")
+        if junit is not None:
+            print(f"junit: {junit}")
     return result.exit_code

@@ -380,10 +380,19 @@ def ssh(
 
 
 @kitchen_app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option(
+        "--json", help="Print {\"hosts\": [kitchen status --json of each], \"cloud\": "
+        "{\"state\", \"apt_proxy\", \"aws_endpoint\"}}.")] = False) -> None:
     """List kitchen hosts and the kitchen cloud."""
     _prerequisites()
     hosts = lifecycle.list_hosts()
+    info = cloud.cloud_info()
+    state = "running" if cloud.cloud_running() else "stopped"
+    if as_json:
+        print(json.dumps({"hosts": [st.public() for st in hosts],
+                          "cloud": {"state": state, "apt_proxy": info.apt_proxy_url,
+                                    "aws_endpoint": info.endpoint_url}}, indent=2))
+        return
     table = Table(title="kitchen hosts")
     for column in ("name", "state", "address", "ssh", "started_at"):
         table.add_column(column)
@@ -394,8 +403,6 @@ def list_() -> None:
         stdout.print(table)
     else:
         stdout.print("no kitchen hosts")
-    info = cloud.cloud_info()
-    state = "running" if cloud.cloud_running() else "stopped"
     stdout.print(f"cloud {state}: apt proxy {info.apt_proxy_url}, AWS endpoint "
                  f"{info.endpoint_url}")
 

@@ -27,6 +27,7 @@ from choiros_infra.host_access import (
     UsageProblem,
     check_reachable,
     close_shared_connection,
+    run_on_host,
     write_ssh_config,
 )
 from choiros_infra.options import (
@@ -55,6 +56,7 @@ from choiros_infra.verify_report import (
     CheckResult,
     group_by_runbook,
     read_junit,
+    render_json,
     render_markdown,
     total,
 )
@@ -115,7 +117,8 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             account_id: str | None = None, junit: Path | None = None,
             report: Path | None = None, workers: int | None = None,
             known_hosts: Path | None = None, extra: tuple[str, ...] = (),
-            stamp_label: str | None = None, paths: tuple[Path, ...] | None = None) -> int:
+            stamp_label: str | None = None, paths: tuple[Path, ...] | None = None,
+            as_json: Path | None = None, wait: float = 0.0) -> int:
     """Verify one host; print the summary; return the exit code (0, 1, 2). ``access`` without
     an ssh_config gets a generated, multiplexing one for the run (checking the host key
     against ``known_hosts`` if given). ``paths`` narrows the run to some suites and runbooks
@@ -123,7 +126,7 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
     cfg = _load(stack_file)
     if cfg is None:
         return EXIT_UNUSABLE
-    for wanted, what in ((junit, "--junit"), (report, "--report")):
+    for wanted, what in ((junit, "--junit"), (report, "--report"), (as_json, "--json")):
         if wanted is not None and not wanted.parent.is_dir():
             return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
                             f"create it, or give {what} a path in an existing directory")
@@ -134,14 +137,21 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         started = time.monotonic()
-        with stderr.status(f"connecting to {access.destination}…"):
-            check_reachable(access)
+        deadline = started + wait
         results_file = junit or workdir / "junit.xml"
         run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
                                   workers=workers, junit=results_file, extra=extra)
         if paths is not None:
             run = replace(run, paths=paths)
-        code = verdict(run_pytest(run))
+        while True:
+            wait_for_host(access, deadline)
+            code = verdict(run_pytest(run))
+            if code != EXIT_FAILED or time.monotonic() + RETRY_PAUSE >= deadline:
+                break
+            left = deadline - time.monotonic()
+            stderr.print(f"waiting: checks failed; again in {RETRY_PAUSE:g} s ({left:.0f} s "
+                         "left of --wait)")
+            time.sleep(RETRY_PAUSE)
         seconds = time.monotonic() - started
         if code == EXIT_UNUSABLE or not results_file.exists():
             return _problem("pytest could not run the checks (its output above says why)",
@@ -155,6 +165,10 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             stdout.print(f"report: {report}")
         if junit is not None:
             stdout.print(f"junit: {junit}")
+        if as_json is not None:
+            as_json.write_text(render_json(results, host=access.url, target=target,
+                                           stack_file=str(stack_file), seconds=seconds))
+            stdout.print(f"json: {as_json}")
         if stamp_label is not None:
             passed = [g.runbook for g in group_by_runbook(results)
                       if g.runbook != UNMAPPED and g.counts.total and not g.counts.failed]
@@ -169,6 +183,33 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         if generated:
             close_shared_connection(access)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# Between two runs of the checks under --wait.
+RETRY_PAUSE = 5.0
+
+
+def wait_for_host(access: HostAccess, deadline: float) -> None:
+    """Until ``deadline`` (monotonic), wait for SSH with sudo and for cloud-init to finish,
+    a progress line saying which; past it, raise the last UsageProblem. Without a deadline
+    in the future, check once."""
+    with stderr.status(f"connecting to {access.destination}…") as status:
+        while True:
+            try:
+                check_reachable(access)
+                _, out = run_on_host(access, ["cloud-init", "status"], echo=lambda _line: None,
+                                     timeout=30)
+                converging = any(f"status: {s}" in out for s in ("running", "not started"))
+                if not converging or time.monotonic() >= deadline:
+                    return  # a failed or unfinished converge is for the checks to report
+                what = f"cloud-init is still running on {access.address}"
+            except UsageProblem as problem:
+                if time.monotonic() >= deadline:
+                    raise
+                what = f"no SSH yet ({problem.problem})"
+            left = deadline - time.monotonic()
+            status.update(f"waiting: {escape(what)} ({left:.0f} s left of --wait)")
+            time.sleep(min(RETRY_PAUSE, max(left, 0.1)))
 
 
 def register(app: typer.Typer) -> None:
@@ -196,6 +237,13 @@ def verify(
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write the Markdown report (by runbook, failures first) here.")]
         = None,
+    as_json: Annotated[Path | None, typer.Option(
+        "--json", help="Write one JSON object per check here (id, runbook, line, subject, "
+        "status, expected, observed, seconds); --junit, --report and --json combine.")] = None,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, metavar="SECONDS", help="Right after `pulumi up`: retry until SSH "
+        "answers, cloud-init has finished and the checks pass, or SECONDS have passed (like "
+        "goss validate --retry-timeout).")] = 0.0,
     workers: Annotated[int | None, typer.Option(
         "-n", "--workers", min=0, help=f"Parallel pytest workers (pytest-xdist); 0 runs "
         f"serially. Default: {DEFAULT_WORKERS} for aws, {KITCHEN_WORKERS} for kitchen (the "
@@ -242,4 +290,5 @@ def verify(
                              account_id=resolved.account_id if target is TargetChoice.aws
                              else account_id, junit=junit, report=report, workers=workers,
                              known_hosts=known_hosts and known_hosts.resolve(),
-                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks))
+                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks,
+                             as_json=as_json, wait=wait))

@@ -5,6 +5,7 @@ check named in the report. One host for the module; each case restores the host 
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -80,12 +81,16 @@ def test_verify_passes_on_a_fresh_kitchen(host: HostState, tmp_path: Path,
         [str(PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"), "verify",
          "--host", f"ssh://{host.ssh_user}@{host.address}", "--ssh-key", host.ssh_key,
          "--known-hosts", host.known_hosts, "--stack-file", str(stack_file),
-         "--target", "kitchen", "--junit", str(junit), "--report", str(report)],
+         "--target", "kitchen", "--junit", str(junit), "--report", str(report),
+         "--json", str(tmp_path / "checks.json")],
         capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checks = read_junit(junit)
     assert len(checks) >= 150
     assert not failed(checks)
+    as_json = json.loads((tmp_path / "checks.json").read_text())
+    assert len(as_json["checks"]) == len(checks) == as_json["counts"]["total"]
+    assert {c["status"] for c in as_json["checks"]} <= {"passed", "skipped"}
     text = report.read_text()
     assert "**PASSED**: 0 of" in text
     assert "30-operations/04-security.md" in text  # suites grouped by their runbook
