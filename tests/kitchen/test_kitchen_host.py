@@ -7,6 +7,7 @@ import json
 import secrets
 import socket
 import subprocess
+from pathlib import Path
 
 import paramiko
 import pytest
