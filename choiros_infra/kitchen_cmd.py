@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -63,7 +64,7 @@ kitchen_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-NameOption = Annotated[str, typer.Option("--name", "-n", help="Kitchen host name.")]
+NameOption = Annotated[str, typer.Option("--name", help="Kitchen host name.")]
 
 
 def _prerequisites() -> None:
@@ -148,7 +149,7 @@ def _run_phased(action: Callable[[PhasePrinter], HostState | None],
 def _summary(st: HostState) -> None:
     stderr.print(
         f"kitchen [bold]{st.name}[/] {st.state}: {st.ssh_user}@{st.address} "
-        f"(choiros-infra kitchen ssh --name {st.name})",
+        f"({lifecycle.CLI} ssh --name {st.name})",
         markup=True,
     )
 
@@ -200,8 +201,8 @@ def up(name: NameOption = DEFAULT_NAME,
     st = _up(name, stack_file)
     _summary(st)
     stderr.print(f"  ssh:     {' '.join(ssh_argv(st))}\n"
-                 f"  verify:  choiros-infra kitchen verify --name {name}\n"
-                 f"  destroy: choiros-infra kitchen destroy --name {name}")
+                 f"  verify:  {lifecycle.CLI} verify --name {name}\n"
+                 f"  destroy: {lifecycle.CLI} destroy --name {name}")
 
 
 def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
@@ -227,8 +228,8 @@ def verify(name: NameOption = DEFAULT_NAME,
                "--report", help="Write the Markdown report (by runbook) to this file.")]
                = None,
            workers: Annotated[int, typer.Option(
-               "--workers", min=0, help="Parallel pytest workers; 0 runs serially.")]
-               = KITCHEN_WORKERS,
+               "-n", "--workers", min=0, help="Parallel pytest workers (pytest-xdist's -n); "
+               "0 runs serially.")] = KITCHEN_WORKERS,
            pytest_args: Annotated[list[str] | None, typer.Argument(
                help="Extra pytest arguments (after --), e.g. -k health.")] = None) -> None:
     """Run `choiros-infra verify` against a kitchen host: the host suites, the runbook
@@ -328,16 +329,38 @@ def promote_(version: Annotated[str, typer.Argument(help="The version the stagin
     raise typer.Exit(code)
 
 
+class DestroyWhen(StrEnum):
+    """Test Kitchen's --destroy: when `kitchen test` removes its host."""
+
+    passing = "passing"
+    always = "always"
+    never = "never"
+
+
 @kitchen_app.command()
 def test(name: NameOption = "test",
-         stack_file: StackFileOption = DEFAULT_STACK_FILE) -> None:
+         stack_file: StackFileOption = DEFAULT_STACK_FILE,
+         destroy_when: Annotated[DestroyWhen, typer.Option(
+             "--destroy", help="When to remove the host: always (default), passing (only when "
+             "verify passed: a failed one stays up for debugging), never.")]
+             = DestroyWhen.always,
+         junit: Annotated[Path | None, typer.Option(
+             "--junit", help="Write verify's results as JUnit XML to this file.")] = None,
+         report: Annotated[Path | None, typer.Option(
+             "--report", help="Write verify's Markdown report to this file.")] = None) -> None:
     """Up, verify, destroy: one throwaway host. Exit code: verify's (2 if up failed)."""
     _prerequisites()
+    code = EXIT_UNUSABLE
     try:
         _up(name, stack_file)
-        code = _verify(name, stack_file, ())
+        code = _verify(name, stack_file, (), junit=junit, report=report)
     finally:
-        lifecycle.destroy(name, progress=PhasePrinter(stderr))
+        if destroy_when is DestroyWhen.always or (
+                destroy_when is DestroyWhen.passing and code == 0):
+            lifecycle.destroy(name, progress=PhasePrinter(stderr))
+        else:
+            stderr.print(f"kept {name} for debugging: {lifecycle.CLI} ssh --name {name}; "
+                         f"{lifecycle.CLI} destroy --name {name} when done")
     raise typer.Exit(code)
 
 
@@ -412,14 +435,14 @@ def reboot(name: NameOption = DEFAULT_NAME) -> None:
     """Reboot a kitchen host and wait until it is back with systemd running."""
     _prerequisites()
     st = _run_phased(lambda printer: lifecycle.reboot(name, progress=printer),
-                     f"the host may be down; see `choiros-infra kitchen status --name {name}`")
+                     f"the host may be down; see `{lifecycle.CLI} status --name {name}`")
     if st is not None:
         _summary(st)
 
 
 @kitchen_app.command()
 def destroy(
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Kitchen host name "
+    name: Annotated[str | None, typer.Option("--name", help="Kitchen host name "
                                              f"(default: {DEFAULT_NAME}).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Destroy every kitchen host and stop "
                                        "the kitchen cloud.")] = False,
@@ -428,7 +451,7 @@ def destroy(
     _prerequisites()
     if all_ and name is not None:
         _fail(UsageError("--name and --all exclude each other",
-                           "choiros-infra kitchen destroy --name NAME, or --all"))
+                           f"{lifecycle.CLI} destroy --name NAME, or --all"))
     try:
         if all_:
             removed = lifecycle.destroy_all(progress=PhasePrinter(stderr))
@@ -457,7 +480,7 @@ def replace_(name: NameOption = DEFAULT_NAME,
     try:
         st = _run_phased(lambda printer: replace_host(name, built, hard=hard,
                                                       progress=printer),
-                         f"see `choiros-infra kitchen status --name {name}`")
+                         f"see `{lifecycle.CLI} status --name {name}`")
     except ConfigError as error:
         fail_config(error)
     if st is not None:

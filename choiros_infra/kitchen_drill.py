@@ -101,7 +101,7 @@ def _wait_fresh(name: str, timeout: float) -> None:
             return
         time.sleep(1)
     raise KitchenError(f"the replica of {name} did not catch up in {timeout:.0f}s",
-                       f"`choiros-infra kitchen ssh --name {name} -- sudo journalctl -u "
+                       f"`{lifecycle.CLI} ssh --name {name} -- sudo journalctl -u "
                        "choiros-litestream`")
 
 
