@@ -6,6 +6,7 @@ See :mod:`choiros_infra.diagnose` for what is collected. ``kitchen diagnose`` ca
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -55,6 +56,11 @@ def _problem(problem: str, fix: str) -> int:
 
 
 def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None) -> int:
+    """Collect the evidence and write it; ``out`` is checked first, so nothing collected is
+    lost to a bad path."""
+    if out is not None and (problem := unwritable(out)):
+        return _problem(problem, "give --out a file path in an existing directory, e.g. "
+                        "--out /tmp/diagnose.md")
     private: Path | None = None
     if access.ssh_config is None:
         private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
@@ -77,6 +83,17 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
         out.write_text(text)
         stderr.print(f"diagnose: wrote {escape(str(out))}")
     return EXIT_OK
+
+
+def unwritable(out: Path) -> str | None:
+    """Why ``out`` cannot take the report, or None."""
+    if out.is_dir():
+        return f"--out {out} is a directory"
+    if not out.parent.is_dir():
+        return f"--out {out}: directory {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return f"--out {out} is not writable"
+    return None
 
 
 def register(app: typer.Typer) -> None:
