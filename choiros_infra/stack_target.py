@@ -22,6 +22,7 @@ from choiros_infra.host_access import HostAccess, UsageProblem, parse_host_url
 from choiros_infra.release_store import ReleaseStore
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice
 from infra.config import ConfigError, StackConfig, load_stack_file, stack_name_of
+from infra.naming import account_id_problem
 from infra.user_data import bucket_names
 
 OUTPUT_KEYS = ("public_ip", "ssh_user", "account_id", "artifacts_bucket", "backups_bucket")
@@ -122,6 +123,8 @@ def resolve(*, stack: str | None = None, stack_file: Path | None = None,
         parse_host_url(host)
     if target is TargetChoice.kitchen:
         account = account_id or KITCHEN_ACCOUNT
+        if problem := account_id_problem(account):
+            raise UsageProblem(f"--account-id {problem}", "leave it out for the kitchen")
         return StackTarget(path, cfg, target, account, bucket_names(cfg, account).artifacts,
                            host_url=host)
     values: dict[str, Any] = {}
@@ -145,6 +148,9 @@ def resolve(*, stack: str | None = None, stack_file: Path | None = None,
     if need_account and not account:
         raise UsageProblem("no AWS account id: the outputs have no account_id",
                            "give --account-id, or outputs from this version of the program")
+    if account and (problem := account_id_problem(account)):
+        raise UsageProblem(f"--account-id {problem}", "give the 12-digit id of the stack's "
+                           "account (aws sts get-caller-identity --query Account)")
     if host is None and values.get("public_ip"):
         host = f"ssh://{values.get('ssh_user') or 'admin'}@{values['public_ip']}"
     artifacts = str(values.get("artifacts_bucket") or (
