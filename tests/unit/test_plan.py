@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def test_secret_values_are_masked() -> None:
     }
 
 
-@pytest.mark.parametrize("flag", [["--json"], []])
+@pytest.mark.parametrize("flag", [["--json"], ["--full"], []])
 def test_the_same_stack_file_prints_the_same_bytes(flag: list[str]) -> None:
     first = invoke("--stack-file", str(EXAMPLE), *flag)
     second = invoke("--stack-file", str(EXAMPLE), *flag)
@@ -126,8 +127,8 @@ def test_the_same_stack_file_prints_the_same_bytes(flag: list[str]) -> None:
     assert first.stderr == "", first.stderr
 
 
-def test_the_table_lists_resources_lookups_and_outputs() -> None:
-    result = invoke("--stack-file", str(EXAMPLE))
+def test_the_full_table_lists_resources_lookups_and_outputs() -> None:
+    result = invoke("--stack-file", str(EXAMPLE), "--full")
     assert result.exit_code == 0, result.stderr
     for expected in ("choiros-example: 50 resources", "aws:ec2:Instance",
                      "choiros-example-host-instance", "aws:ec2/getAmi:getAmi",
@@ -166,6 +167,30 @@ def test_unreadable_or_incomplete_stack_files_exit_2(
     assert result.exit_code == 2, result.stdout
     assert result.stderr.startswith(f"Error: choiros:{key} "), result.stderr
     assert "Try: " in result.stderr
+
+
+def test_the_default_is_compact_with_the_security_facts_and_the_user_data() -> None:
+    result = invoke("--stack-file", str(EXAMPLE))
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "choiros-example: 50 resources"
+    assert len(lines) < 80, f"{len(lines)} lines"
+    instance = next(line for line in lines if "choiros-example-host-instance" in line)
+    assert "instanceType=c5.large" in instance and "ami=ami-" in instance
+    for fact in ("port 22 from 203.0.113.7/32", "instance metadata: tokens required, hop limit 1",
+                 "root volume: gp3 20 GiB, encrypted True",
+                 "choiros-example-backups-123456789012: public access blocked",
+                 "choiros-example-backups-123456789012: encryption AES256"):
+        assert f"  {fact}" in lines, fact
+    assert re.search(r"^user-data: \[sha256:[0-9a-f]{64} \d+ chars\]$", result.stdout, re.M)
+
+
+def test_brackets_survive_in_help_and_tables() -> None:
+    """Rich markup would eat "[secret]" and the user-data's "[sha256:...]" cell."""
+    help_text = CliRunner().invoke(app(), ["plan", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "shown as [secret]" in " ".join(help_text.split())
+    full = invoke("--stack-file", str(EXAMPLE), "--full").stdout
+    assert "[sha256:" in full
 
 
 def test_help_documents_the_json_shape_and_exit_codes() -> None:
