@@ -6,6 +6,7 @@ directory and started through its own shebang (the system python3), on 127.0.0.1
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -14,7 +15,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
+ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
 
 # Run the child with the kernel's MemoryDenyWriteExecute (PR_SET_MDWE survives execve).
 MDWE_EXEC = ("import ctypes, os, sys\n"
@@ -97,9 +98,12 @@ def start(base: Path, version: str = "7.7.7", *, unhealthy: bool = False,
           env: dict[str, str] | None = None, prefix: list[str] | None = None,
           wait: bool = True) -> Running:
     tarball = rel.build_release(version, base / "out", unhealthy=unhealthy)
-    release = base / "release"
-    with tarfile.open(tarball) as tar:
-        tar.extractall(release, filter="data")
+    # Unpacked as the host unpacks it (no tarfile extraction filters: Debian's 3.11.2 lacks them).
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    (base / "app").mkdir(exist_ok=True)
+    ch.install_release(base / "app", tarball, ch.inspect_release(tarball, version), version,
+                       digest)
+    release = base / "app" / "releases" / version
     (base / "data").mkdir(exist_ok=True)
     (base / "cwd").mkdir(exist_ok=True)
     port = free_port()
