@@ -37,6 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
 
+# choiros-deploy's umask on the host (provisioning/host_tools/choiros_host.py, deploy_main).
+DEPLOY_UMASK = 0o022
+# choiros-restore's umask (choiros_backup.py): what its in-process tests leave behind.
+RESTORE_UMASK = 0o027
+
 # Run the child with the kernel's MemoryDenyWriteExecute (PR_SET_MDWE survives execve).
 MDWE_EXEC = ("import ctypes, os, sys\n"
              "if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0: sys.exit(99)\n"
@@ -100,9 +105,15 @@ def start(base: Path, version: str = "7.7.7", *, unhealthy: bool = False,
     tarball = rel.build_release(version, base / "out", unhealthy=unhealthy)
     # Unpacked as the host unpacks it (no tarfile extraction filters: Debian's 3.11.2 lacks them).
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    (base / "app").mkdir(exist_ok=True)
-    ch.install_release(base / "app", tarball, ch.inspect_release(tarball, version), version,
-                       digest)
+    # Under choiros-deploy's umask: the modes it writes pass through the process umask, and an
+    # in-process host tool run earlier in the session (choiros-restore sets 027) leaves its own.
+    umask = os.umask(DEPLOY_UMASK)
+    try:
+        (base / "app").mkdir(exist_ok=True)
+        ch.install_release(base / "app", tarball, ch.inspect_release(tarball, version),
+                           version, digest)
+    finally:
+        os.umask(umask)
     release = base / "app" / "releases" / version
     (base / "data").mkdir(exist_ok=True)
     (base / "cwd").mkdir(exist_ok=True)
@@ -195,8 +206,10 @@ def test_writes_nothing_outside_the_database_directory(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
                     reason="needs root and setpriv to drop to nobody")
 def test_runs_as_nobody_without_capabilities_and_with_memory_deny_write_execute() -> None:
-    """Like the hardened unit: no capabilities, only the data directory writable, no W+X."""
+    """Like the hardened unit: no capabilities, only the data directory writable, no W+X;
+    whatever umask earlier tests in this process left (choiros-restore's, here)."""
     base = Path(tempfile.mkdtemp(prefix="choiros-fixture-"))
+    umask = os.umask(RESTORE_UMASK)
     try:
         base.chmod(0o755)
         (base / "data").mkdir()
@@ -225,6 +238,7 @@ def test_runs_as_nobody_without_capabilities_and_with_memory_deny_write_execute(
         finally:
             assert running.stop() == 0
     finally:
+        os.umask(umask)
         shutil.rmtree(base)
 
 
