@@ -15,7 +15,8 @@ choiros-restore [--latest | --at TIMESTAMP] [--verify-only [--scratch DIR]]
   restores into a temporary file in the data directory and checks it. --verify-only (what
   verify and the daily drift run use) takes no deploy lock and restores into scratch space off
   the data filesystem (/dev/shm, else /var/tmp, or --scratch DIR), refusing when the copy would
-  not fit there with a margin: a check never blocks a deploy nor fills the data disk.
+  not fit there with a margin (in a tmpfs, also within the memory the host has available, less
+  MEMORY_RESERVE): a check never blocks a deploy, fills the data disk or starves the backend.
   Otherwise: stop replication and the backend, move the database, its -wal/-shm and
   Litestream's state (.events.db-litestream) to data/pre-restore-<UTC time>/ (never deleted),
   move the restored copy in (owner app_user, 0640), start the backend and health-check it, start
@@ -221,6 +222,37 @@ def copy_size(cfg: Config, files: list[ReplicaFile]) -> int:
     return live or sum(f.size for f in files)
 
 
+# Memory a verify copy in a tmpfs must leave to the backend and the rest of the host.
+MEMORY_RESERVE = 512 << 20
+
+
+def in_memory(place: Path) -> bool:
+    """Whether ``place`` is on a tmpfs (its mount in /proc/self/mounts)."""
+    best, fstype = "", ""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    resolved = str(place.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) > 2 and (resolved == fields[1] or resolved.startswith(
+                fields[1].rstrip("/") + "/")) and len(fields[1]) >= len(best):
+            best, fstype = fields[1], fields[2]
+    return fstype == "tmpfs"
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (0 when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def scratch_for(cfg: Config, needed: int, given: Path | None) -> Path:
     """Where a verify copy goes: ``given``, or the first candidate off the data filesystem,
     with room for ``needed`` bytes and the margin; ToolError when none has."""
@@ -233,6 +265,8 @@ def scratch_for(cfg: Config, needed: int, given: Path | None) -> Path:
         except OSError as e:
             raise ToolError(f"--scratch {place}: {e.strerror}", "give an existing directory",
                             USAGE) from e
+        if in_memory(place):  # a tmpfs: the copy takes memory the backend may need
+            free = min(free, available_memory() - MEMORY_RESERVE)
         if free >= needed + SCRATCH_MARGIN:
             return place
     mib = (needed + SCRATCH_MARGIN) >> 20

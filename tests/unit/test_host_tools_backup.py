@@ -530,3 +530,14 @@ def test_the_bootstrap_runs_as_a_script_with_the_host_python(tmp_path: Path) -> 
                           timeout=60, check=False)
     assert done.returncode == 2 and done.stderr.startswith("Error: cannot read"), done.stderr
 
+
+
+def test_a_tmpfs_scratch_counts_only_the_memory_the_host_can_spare(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm is memory: a copy there must leave MEMORY_RESERVE to the backend."""
+    shm = Path("/dev/shm")
+    assert cb.in_memory(shm)
+    monkeypatch.setattr(cb, "available_memory", lambda: cb.MEMORY_RESERVE + (100 << 20))
+    assert cb.scratch_for(host.cfg, 10 << 20, shm) == shm
+    with pytest.raises(ch.ToolError, match="no room to verify the backup"):
+        cb.scratch_for(host.cfg, 50 << 20, shm)
