@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from choiros_infra import diagnose_cmd, drift_cmd, kitchen_cmd, plan_cmd, render_cmd, verify_cmd
+from choiros_infra import (
+    diagnose_cmd,
+    drift_cmd,
+    kitchen_cmd,
+    plan_cmd,
+    release_cmd,
+    render_cmd,
+    verify_cmd,
+)
 
 app = typer.Typer(
     name="choiros-infra",
@@ -32,3 +40,4 @@ kitchen_cmd.register(app)
 verify_cmd.register(app)
 diagnose_cmd.register(app)
 drift_cmd.register(app)
+release_cmd.register(app)

@@ -6,6 +6,7 @@ See :mod:`choiros_infra.diagnose` for what is collected. ``kitchen diagnose`` ca
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -26,6 +27,16 @@ from choiros_infra.host_access import (
     parse_host_url,
     write_ssh_config,
 )
+from choiros_infra.options import (
+    HostOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+)
+from choiros_infra.stack_target import resolve
+from infra.config import ConfigError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -45,11 +56,16 @@ def _problem(problem: str, fix: str) -> int:
 
 
 def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None) -> int:
+    """Collect the evidence and write it; ``out`` is checked first, so nothing collected is
+    lost to a bad path."""
+    if out is not None and (problem := unwritable(out)):
+        return _problem(problem, "give --out a file path in an existing directory, e.g. "
+                        "--out /tmp/diagnose.md")
     private: Path | None = None
     if access.ssh_config is None:
         private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
         access = HostAccess(url=access.url, ssh_key=None, ssh_config=write_ssh_config(
-            private, ssh_key=access.ssh_key, known_hosts=known_hosts))
+            private, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         check_reachable(access)
         generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -69,6 +85,17 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
     return EXIT_OK
 
 
+def unwritable(out: Path) -> str | None:
+    """Why ``out`` cannot take the report, or None."""
+    if out.is_dir():
+        return f"--out {out} is a directory"
+    if not out.parent.is_dir():
+        return f"--out {out}: directory {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return f"--out {out} is not writable"
+    return None
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``diagnose`` command to the CLI."""
     app.command(help=HELP, short_help="Collect a host's incident evidence into one Markdown "
@@ -76,16 +103,14 @@ def register(app: typer.Typer) -> None:
 
 
 def diagnose(
-    host: Annotated[str, typer.Option(
-        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
-        show_default=False)],
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
-        = None,
+    host: HostOption = None,
+    stack: StackOption = None,
+    stack_file: StackFileOption = None,
+    outputs: OutputsOption = None,
+    ssh_key: KeyOption = None,
     ssh_config: Annotated[Path | None, typer.Option(
         "--ssh-config", help="Use this ssh_config as is instead of a generated one.")] = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="Check the host key against this file only, strictly.")] = None,
+    known_hosts: KnownHostsOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the Markdown here (default: standard output).")] = None,
 ) -> None:
@@ -93,14 +118,20 @@ def diagnose(
         raise typer.Exit(_problem("--ssh-config excludes --ssh-key and --known-hosts",
                                   "name the key and known_hosts file in the ssh_config"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts")):
+                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
             raise typer.Exit(_problem(f"{what} {given} is not a readable file",
                                       f"give {what} the path of an existing file"))
     try:
+        if host is None:  # the stack's outputs say where its host is
+            host = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
+                           need_account=False).access().url
         parse_host_url(host)
     except UsageProblem as problem:
         raise typer.Exit(_problem(problem.problem, problem.fix)) from None
+    except ConfigError as error:
+        stderr.print(error.render(), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
     access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
                         ssh_config=ssh_config and ssh_config.resolve())
     raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve()))

@@ -275,10 +275,10 @@ def cloud_precondition(target: str, which: Callable[[str], str | None] = shutil.
                        credentials: Callable[[], bool] = pulumi_credentials_present,
                        ) -> str | None:
     """Why the cloud part cannot be checked here, or None when it can."""
-    if which("pulumi") is None:
-        return "no Pulumi CLI"
     if target != "aws":
         return f"target {target} has no cloud stack"
+    if which("pulumi") is None:
+        return "no Pulumi CLI"
     if not credentials():
         return ("no Pulumi credentials (PULUMI_ACCESS_TOKEN, PULUMI_BACKEND_URL or "
                 "`pulumi login`)")

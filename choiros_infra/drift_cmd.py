@@ -27,10 +27,19 @@ from choiros_infra.host_access import (
     parse_host_url,
     write_ssh_config,
 )
+from choiros_infra.options import (
+    AccountOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+)
+from choiros_infra.stack_target import resolve, stack_file_for
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import PROJECT_ROOT, VerifyRun, pytest_argv, verdict
 from choiros_infra.verify_report import read_junit
-from infra.config import ConfigError, StackConfig, load_stack_file
+from infra.config import ConfigError, StackConfig, load_stack_file, stack_name_of
 
 HELP = (
     "Look for drift between the code and what runs, in three parts.\n\n"
@@ -55,12 +64,11 @@ def _problem(problem: str, fix: str) -> int:
     return EXIT_UNUSABLE
 
 
-def stack_name_of(stack_file: Path) -> str | None:
-    """``Pulumi.production.yaml`` -> ``production``."""
-    name = stack_file.name
-    if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")):
-        return name.removeprefix("Pulumi.").rsplit(".", 1)[0] or None
-    return None
+def _stack_name(stack_file: Path) -> str | None:
+    try:
+        return stack_name_of(stack_file)
+    except ConfigError:
+        return None
 
 
 def check_cloud(stack: str | None, target: str, stack_file: Path,
@@ -85,7 +93,7 @@ def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConf
     """One verify run against the host, split into the host and docs parts."""
     workdir = Path(tempfile.mkdtemp(prefix="chd-"))
     access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         try:
             check_reachable(access)
@@ -115,24 +123,18 @@ def register(app: typer.Typer) -> None:
 
 
 def drift_command(
-    stack_file: Annotated[Path, typer.Option(
-        "--stack-file", help="Stack file the stack and host were built from.",
-        show_default=False)],
-    stack: Annotated[str | None, typer.Option(
-        "--stack", help="Pulumi stack name (default: from Pulumi.<stack>.yaml).")] = None,
+    stack: StackOption = None,
+    stack_file: StackFileOption = None,
     target: Annotated[TargetChoice, typer.Option(
         "--target", help="aws (EC2 and the cloud stack) or kitchen (host only).")]
         = TargetChoice.aws,
+    outputs: OutputsOption = None,
     host: Annotated[str | None, typer.Option(
-        "--host", help="The host to check: ssh://USER@ADDR[:PORT]; without it the host and "
-        "docs parts are not checked.")] = None,
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with.")] = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="Check the host key against this file only, strictly.")] = None,
-    account_id: Annotated[str | None, typer.Option(
-        "--account-id", help="AWS account the buckets are named for (needed with --host and "
-        "--target aws).")] = None,
+        "--host", help="The host to check: ssh://USER@ADDR[:PORT] (default: from the stack's "
+        "outputs; with neither, the host and docs parts are not checked).")] = None,
+    ssh_key: KeyOption = None,
+    known_hosts: KnownHostsOption = None,
+    account_id: AccountOption = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write the Markdown report (Cloud, Host, Docs) here.")] = None,
     junit: Annotated[Path | None, typer.Option(
@@ -143,16 +145,17 @@ def drift_command(
     raise typer.Exit(run_drift(stack_file=stack_file, stack=stack, target=target.value,
                                host=host, ssh_key=ssh_key, known_hosts=known_hosts,
                                account_id=account_id, report=report, junit=junit,
-                               as_json=as_json))
+                               as_json=as_json, outputs=outputs))
 
 
-def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | None,
+def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: str | None,
               ssh_key: Path | None = None, known_hosts: Path | None = None,
               account_id: str | None = None, report: Path | None = None,
               junit: Path | None = None, as_json: bool = False,
-              runner: drift.PreviewRunner | None = None) -> int:
+              runner: drift.PreviewRunner | None = None, outputs: Path | None = None) -> int:
     """The whole drift check; prints the summary (or JSON); returns the exit code."""
-    for given, what in ((ssh_key, "--ssh-key"), (known_hosts, "--known-hosts")):
+    for given, what in ((ssh_key, "--ssh-key"), (known_hosts, "--known-hosts"),
+                        (outputs, "--outputs")):
         if given is not None and not given.is_file():
             return _problem(f"{what} {given} is not a readable file",
                             f"give {what} the path of an existing file")
@@ -161,7 +164,15 @@ def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | N
             return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
                             f"create it, or give {what} a path in an existing directory")
     try:
+        stack_file = stack_file_for(stack, stack_file)
         cfg = load_stack_file(stack_file)
+        if host is None and (outputs is not None or (
+                target == "aws" and shutil.which("pulumi") is not None)):
+            found = resolve(stack_file=stack_file, target=TargetChoice(target), outputs=outputs,
+                            account_id=account_id)
+            host, account_id = found.host_url, found.account_id
+    except UsageProblem as problem:
+        return _problem(problem.problem, problem.fix)
     except ConfigError as error:
         _say(error.render())
         return EXIT_UNUSABLE
@@ -175,7 +186,7 @@ def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | N
                             "named for it",
                             "--account-id $(aws sts get-caller-identity --query Account "
                             "--output text)")
-    cloud = check_cloud(stack or stack_name_of(stack_file), target, stack_file, runner)
+    cloud = check_cloud(stack or _stack_name(stack_file), target, stack_file, runner)
     if host is None:
         host_part = drift.not_checked_part("no --host given")
         docs_part = drift.not_checked_part("no --host given")
@@ -186,6 +197,10 @@ def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | N
             known_hosts=known_hosts and known_hosts.resolve(),
             junit=junit and junit.resolve())
     result = drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part)
+    if not (cloud.checked or host_part.checked or docs_part.checked):
+        _problem(f"nothing could be checked: cloud {cloud.reason}; host and docs: no host",
+                 "give the host (--host ssh://admin@ADDR --ssh-key K, or the stack's outputs "
+                 "with --outputs F), and for the cloud part a Pulumi CLI with credentials")
     if report is not None:
         report.write_text(drift.render_markdown(result, stack_file=str(stack_file), host=host))
     if as_json:
@@ -195,4 +210,6 @@ def run_drift(*, stack_file: Path, stack: str | None, target: str, host: str | N
             print(line)
         if report is not None:
             print(f"report: {report}")
+        if junit is not None:
+            print(f"junit: {junit}")
     return result.exit_code

@@ -7,7 +7,13 @@ access is wrong (key, user, address, sudo).
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import shutil
 import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -89,14 +95,33 @@ def ssh_config_text(*, ssh_key: Path | None, control_dir: Path | None,
 
 
 def write_ssh_config(directory: Path, *, ssh_key: Path | None, multiplex: bool = True,
-                     known_hosts: Path | None = None) -> Path:
+                     known_hosts: Path | None = None, address: str | None = None) -> Path:
     """Write ``directory/ssh_config`` (``directory`` private: it also holds the control
-    socket) and return its path."""
+    socket) and return its path. Without ``known_hosts``, a kitchen host's ``address`` is
+    checked against that host's own known_hosts file, so a kitchen host key never lands in
+    ~/.ssh/known_hosts (the next kitchen host at that address would look like an attack)."""
+    if known_hosts is None and address is not None:
+        known_hosts = kitchen_known_hosts(address)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / "ssh_config"
     path.write_text(ssh_config_text(ssh_key=ssh_key, control_dir=directory if multiplex else None,
                                     known_hosts=known_hosts))
     return path
+
+
+def kitchen_known_hosts(address: str) -> Path | None:
+    """The known_hosts file of the kitchen host at ``address``, if one is there."""
+    from kitchen import lifecycle
+    from kitchen.errors import KitchenError
+
+    try:
+        hosts = lifecycle.list_hosts()
+    except (KitchenError, OSError):
+        return None
+    for st in hosts:
+        if st.address == address and st.known_hosts and Path(st.known_hosts).is_file():
+            return Path(st.known_hosts)
+    return None
 
 
 def ssh_options(access: HostAccess) -> list[str]:
@@ -159,3 +184,52 @@ def close_shared_connection(access: HostAccess) -> None:
     """Stop the ControlMaster a run started (for a generated ssh_config)."""
     subprocess.run([*ssh_options(access), "-O", "exit", access.destination],
                    capture_output=True, timeout=10, check=False)
+
+
+def run_on_host(access: HostAccess, argv: list[str], *, timeout: float = 600.0,
+                echo: Callable[[str], None] = print) -> tuple[int, str]:
+    """Run ``argv`` on the host (quoted for the remote shell, never interpolated), each line of
+    its output passed to ``echo`` as it comes; (exit status, the output's last 4 KiB). A run
+    longer than ``timeout`` is killed. ssh's own failure (255) is raised as a UsageProblem
+    that says what to check."""
+    command = [*ssh_options(access), access.destination, shlex.join(argv)]
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+    except FileNotFoundError:
+        raise UsageProblem("the ssh client is not installed",
+                           "apt-get install openssh-client") from None
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    tail = ""
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            echo(line.rstrip("\n"))
+            tail = (tail + line)[-4096:]
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    if code == 255:
+        raise explain_ssh_failure(access, tail)
+    if code < 0:
+        raise UsageProblem(f"{shlex.join(argv)} on {access.address} did not finish within "
+                           f"{timeout:g}s", "look at the host: choiros-infra diagnose")
+    return code, tail
+
+
+@contextlib.contextmanager
+def open_access(access: HostAccess, known_hosts: Path | None = None) -> Iterator[HostAccess]:
+    """``access`` ready for many commands over one connection: without an ssh_config of its
+    own, a private multiplexing one for the session (closed and removed afterwards)."""
+    if access.ssh_config is not None:
+        yield access
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="chs-"))  # short: it holds the control socket
+    shared = HostAccess(url=access.url, ssh_config=write_ssh_config(
+        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
+    try:
+        yield shared
+    finally:
+        close_shared_connection(shared)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from choiros_infra import diagnose_cmd
+from choiros_infra import diagnose_cmd, release_cmd, release_flow
 from choiros_infra.errors import fail_config
 from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_drill import DrillResult, run_drill
@@ -36,6 +37,7 @@ from choiros_infra.kitchen_stack import (
     replace_host,
     stack_up,
 )
+from choiros_infra.stack_target import StackTarget, kitchen_target
 from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
 from infra.config import ConfigError
@@ -62,7 +64,7 @@ kitchen_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-NameOption = Annotated[str, typer.Option("--name", "-n", help="Kitchen host name.")]
+NameOption = Annotated[str, typer.Option("--name", help="Kitchen host name.")]
 
 
 def _prerequisites() -> None:
@@ -147,7 +149,7 @@ def _run_phased(action: Callable[[PhasePrinter], HostState | None],
 def _summary(st: HostState) -> None:
     stderr.print(
         f"kitchen [bold]{st.name}[/] {st.state}: {st.ssh_user}@{st.address} "
-        f"(choiros-infra kitchen ssh --name {st.name})",
+        f"({lifecycle.CLI} ssh --name {st.name})",
         markup=True,
     )
 
@@ -186,8 +188,9 @@ def up(name: NameOption = DEFAULT_NAME,
        ) -> None:
     """Create a kitchen host from the stack's kitchen user-data and wait until it converged.
 
-    Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and its
-    app_version release (the stand-in app), then boots the host and waits for cloud-init.
+    Seeds the kitchen cloud with the stack's buckets, SSM parameters (test values) and, for
+    a stack that wants no release yet, the stand-in app's first release as its wanted release;
+    then boots the host, which deploys the wanted release, and waits for cloud-init.
     """
     _prerequisites()
     if replace:
@@ -198,8 +201,8 @@ def up(name: NameOption = DEFAULT_NAME,
     st = _up(name, stack_file)
     _summary(st)
     stderr.print(f"  ssh:     {' '.join(ssh_argv(st))}\n"
-                 f"  verify:  choiros-infra kitchen verify --name {name}\n"
-                 f"  destroy: choiros-infra kitchen destroy --name {name}")
+                 f"  verify:  {lifecycle.CLI} verify --name {name}\n"
+                 f"  destroy: {lifecycle.CLI} destroy --name {name}")
 
 
 def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
@@ -225,8 +228,8 @@ def verify(name: NameOption = DEFAULT_NAME,
                "--report", help="Write the Markdown report (by runbook) to this file.")]
                = None,
            workers: Annotated[int, typer.Option(
-               "--workers", min=0, help="Parallel pytest workers; 0 runs serially.")]
-               = KITCHEN_WORKERS,
+               "-n", "--workers", min=0, help="Parallel pytest workers (pytest-xdist's -n); "
+               "0 runs serially.")] = KITCHEN_WORKERS,
            pytest_args: Annotated[list[str] | None, typer.Argument(
                help="Extra pytest arguments (after --), e.g. -k health.")] = None) -> None:
     """Run `choiros-infra verify` against a kitchen host: the host suites, the runbook
@@ -260,16 +263,104 @@ def diagnose(name: NameOption = DEFAULT_NAME,
     raise typer.Exit(diagnose_cmd.execute(access, out))
 
 
-@kitchen_app.command()
-def test(name: NameOption = "test",
-         stack_file: StackFileOption = DEFAULT_STACK_FILE) -> None:
-    """Up, verify, destroy: one throwaway host. Exit code: verify's (2 if up failed)."""
+def _release_command(name: str, flow: Callable[[StackTarget, HostAccess], int]) -> NoReturn:
+    """A release flow (deploy, rollback) against a kitchen host, through its ssh_config."""
+    try:
+        lifecycle.running_guest(name)
+        stack = kitchen_target(name)
+    except KitchenError as exc:
+        _fail(exc)
+    with release_cmd.errors():
+        code = flow(stack, stack.access())
+    raise typer.Exit(code)
+
+
+@kitchen_app.command("deploy")
+def deploy_(version: Annotated[str, typer.Argument(help="A version published to the kitchen "
+                                                   "cloud's artifacts bucket of the host's "
+                                                   "stack.", show_default=False)],
+            name: NameOption = DEFAULT_NAME) -> None:
+    """`choiros-infra deploy VERSION` for a kitchen host: check the release in the bucket, set
+    the stack's wanted release, deploy, health-check, run the application checks.
+
+    Exit codes: as `choiros-infra deploy --help` says (0 live and checked, 1 failed and
+    switched back, 2 usage, 3 refused, 4 needs an operator).
+    """
+    _prerequisites()
+    _release_command(name, lambda stack, access: release_flow.deploy(
+        stack, access, version, check=release_cmd.app_checks, say=release_cmd.say))
+
+
+@kitchen_app.command("rollback")
+def rollback_(name: NameOption = DEFAULT_NAME) -> None:
+    """`choiros-infra rollback` for a kitchen host: back to its previous release, which
+    becomes the stack's wanted release.
+
+    Exit codes: as `choiros-infra rollback --help` says.
+    """
+    _prerequisites()
+    _release_command(name, lambda stack, access: release_flow.rollback(
+        stack, access, check=release_cmd.app_checks, say=release_cmd.say))
+
+
+@kitchen_app.command("promote")
+def promote_(version: Annotated[str, typer.Argument(help="The version the staging host runs "
+                                                    "and verified.", show_default=False)],
+             from_name: Annotated[str, typer.Option("--from", help="The staging kitchen host.",
+                                                    show_default=False)],
+             to_name: Annotated[str, typer.Option("--to", help="The production kitchen host.",
+                                                  show_default=False)]) -> None:
+    """`choiros-infra promote VERSION` between two kitchen hosts of two stacks: the exact
+    bytes the staging host runs and verified, deployed to the production host.
+
+    Exit codes: as `choiros-infra promote --help` says.
+    """
     _prerequisites()
     try:
+        for name in (from_name, to_name):
+            lifecycle.running_guest(name)
+        staging, production = kitchen_target(from_name), kitchen_target(to_name)
+    except KitchenError as exc:
+        _fail(exc)
+    with release_cmd.errors():
+        code = release_flow.promote(version, staging, staging.access(), production,
+                                    production.access(), check=release_cmd.app_checks,
+                                    say=release_cmd.say)
+    raise typer.Exit(code)
+
+
+class DestroyWhen(StrEnum):
+    """Test Kitchen's --destroy: when `kitchen test` removes its host."""
+
+    passing = "passing"
+    always = "always"
+    never = "never"
+
+
+@kitchen_app.command()
+def test(name: NameOption = "test",
+         stack_file: StackFileOption = DEFAULT_STACK_FILE,
+         destroy_when: Annotated[DestroyWhen, typer.Option(
+             "--destroy", help="When to remove the host: always (default), passing (only when "
+             "verify passed: a failed one stays up for debugging), never.")]
+             = DestroyWhen.always,
+         junit: Annotated[Path | None, typer.Option(
+             "--junit", help="Write verify's results as JUnit XML to this file.")] = None,
+         report: Annotated[Path | None, typer.Option(
+             "--report", help="Write verify's Markdown report to this file.")] = None) -> None:
+    """Up, verify, destroy: one throwaway host. Exit code: verify's (2 if up failed)."""
+    _prerequisites()
+    code = EXIT_UNUSABLE
+    try:
         _up(name, stack_file)
-        code = _verify(name, stack_file, ())
+        code = _verify(name, stack_file, (), junit=junit, report=report)
     finally:
-        lifecycle.destroy(name, progress=PhasePrinter(stderr))
+        if destroy_when is DestroyWhen.always or (
+                destroy_when is DestroyWhen.passing and code == 0):
+            lifecycle.destroy(name, progress=PhasePrinter(stderr))
+        else:
+            stderr.print(f"kept {name} for debugging: {lifecycle.CLI} ssh --name {name}; "
+                         f"{lifecycle.CLI} destroy --name {name} when done")
     raise typer.Exit(code)
 
 
@@ -312,10 +403,19 @@ def ssh(
 
 
 @kitchen_app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option(
+        "--json", help="Print {\"hosts\": [kitchen status --json of each], \"cloud\": "
+        "{\"state\", \"apt_proxy\", \"aws_endpoint\"}}.")] = False) -> None:
     """List kitchen hosts and the kitchen cloud."""
     _prerequisites()
     hosts = lifecycle.list_hosts()
+    info = cloud.cloud_info()
+    state = "running" if cloud.cloud_running() else "stopped"
+    if as_json:
+        print(json.dumps({"hosts": [st.public() for st in hosts],
+                          "cloud": {"state": state, "apt_proxy": info.apt_proxy_url,
+                                    "aws_endpoint": info.endpoint_url}}, indent=2))
+        return
     table = Table(title="kitchen hosts")
     for column in ("name", "state", "address", "ssh", "started_at"):
         table.add_column(column)
@@ -326,8 +426,6 @@ def list_() -> None:
         stdout.print(table)
     else:
         stdout.print("no kitchen hosts")
-    info = cloud.cloud_info()
-    state = "running" if cloud.cloud_running() else "stopped"
     stdout.print(f"cloud {state}: apt proxy {info.apt_proxy_url}, AWS endpoint "
                  f"{info.endpoint_url}")
 
@@ -337,14 +435,14 @@ def reboot(name: NameOption = DEFAULT_NAME) -> None:
     """Reboot a kitchen host and wait until it is back with systemd running."""
     _prerequisites()
     st = _run_phased(lambda printer: lifecycle.reboot(name, progress=printer),
-                     f"the host may be down; see `choiros-infra kitchen status --name {name}`")
+                     f"the host may be down; see `{lifecycle.CLI} status --name {name}`")
     if st is not None:
         _summary(st)
 
 
 @kitchen_app.command()
 def destroy(
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Kitchen host name "
+    name: Annotated[str | None, typer.Option("--name", help="Kitchen host name "
                                              f"(default: {DEFAULT_NAME}).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Destroy every kitchen host and stop "
                                        "the kitchen cloud.")] = False,
@@ -353,7 +451,7 @@ def destroy(
     _prerequisites()
     if all_ and name is not None:
         _fail(UsageError("--name and --all exclude each other",
-                           "choiros-infra kitchen destroy --name NAME, or --all"))
+                           f"{lifecycle.CLI} destroy --name NAME, or --all"))
     try:
         if all_:
             removed = lifecycle.destroy_all(progress=PhasePrinter(stderr))
@@ -382,7 +480,7 @@ def replace_(name: NameOption = DEFAULT_NAME,
     try:
         st = _run_phased(lambda printer: replace_host(name, built, hard=hard,
                                                       progress=printer),
-                         f"see `choiros-infra kitchen status --name {name}`")
+                         f"see `{lifecycle.CLI} status --name {name}`")
     except ConfigError as error:
         fail_config(error)
     if st is not None:

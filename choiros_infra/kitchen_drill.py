@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from choiros_infra.kitchen_stack import (
-    load_kitchen_stack,
     remove_stack_objects,
     replace_host,
     stack_up,
     throwaway_stack,
 )
+from infra.config import load_stack_file
 from kitchen import cgroups, lifecycle
 from kitchen.errors import KitchenError
 from kitchen.lifecycle import Progress
@@ -101,7 +101,7 @@ def _wait_fresh(name: str, timeout: float) -> None:
             return
         time.sleep(1)
     raise KitchenError(f"the replica of {name} did not catch up in {timeout:.0f}s",
-                       f"`choiros-infra kitchen ssh --name {name} -- sudo journalctl -u "
+                       f"`{lifecycle.CLI} ssh --name {name} -- sudo journalctl -u "
                        "choiros-litestream`")
 
 
@@ -113,7 +113,7 @@ def run_drill(stack_file: Path, *, db_mb: int = 0, write_seconds: float = 10.0,
     name = name or f"drill-{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="choiros-drill-") as tmp:
         path = throwaway_stack(stack_file, Path(tmp))
-        cfg = load_kitchen_stack(path)
+        cfg = load_stack_file(path)
         try:
             st = stack_up(name, path, progress=progress)
             started = time.monotonic()

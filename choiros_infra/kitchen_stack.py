@@ -3,9 +3,11 @@ and the host booted from the stack's kitchen rendering.
 
 The kitchen cloud gets what ``pulumi up`` and the operator would have put in AWS: the two
 buckets, the host's artifacts (host tools and the pinned Litestream binary, as the Pulumi
-program uploads them), the SSM parameters the stack names (with test values), and the release
-named by ``choiros:app_version`` (the stand-in app, built here) in the artifacts bucket. The
-host then converges exactly as an EC2 instance would.
+program uploads them), the SSM parameters the stack names (with test values), and, for a stack
+that wants no release yet, the stand-in app's FIRST_RELEASE published and set as the stack's
+wanted release, as an operator's first ``choiros-infra deploy`` would. A stack that already
+wants a release (its replica and bucket outlived a host) keeps it. The host then converges
+exactly as an EC2 instance would, deploying the wanted release at first boot.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from choiros_infra.release_store import ReleaseStore, file_sha256
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cgroups, cloud, container, lifecycle
 from kitchen import state as host_state
 from kitchen.artifacts import publish_artifacts
-from kitchen.errors import UsageError
 from kitchen.lifecycle import Progress
-from kitchen.release import build_release, upload_release
+from kitchen.release import build_release
 from kitchen.state import HostState
 from provisioning.render import published_artifacts
 
 DEFAULT_STACK_FILE = Path("Pulumi.example.yaml")
+# The stand-in release a kitchen stack starts with when it wants none yet.
+FIRST_RELEASE = "1.0.0"
 
 
 def test_secret_value(parameter: str) -> str:
@@ -40,26 +44,28 @@ def seed_stack(cfg: StackConfig) -> None:
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     cloud.seed_cloud([names.artifacts, names.backups],
                      {p: test_secret_value(p) for p in cfg.secrets}, region=cfg.region)
-    publish_artifacts(cloud.aws_client("s3", cfg.region), names.artifacts, published_artifacts())
-    if cfg.app_version is not None:
+    s3 = cloud.aws_client("s3", cfg.region)
+    publish_artifacts(s3, names.artifacts, published_artifacts())
+    store = ReleaseStore(s3, names.artifacts)
+    if store.wanted() is None:
         with tempfile.TemporaryDirectory(prefix="choiros-release-") as out:
-            tarball = build_release(cfg.app_version, Path(out))
-            upload_release(cloud.aws_client("s3", cfg.region), names.artifacts, tarball)
+            sha256 = publish_stand_in(store, FIRST_RELEASE, Path(out))
+        store.set_wanted(FIRST_RELEASE, sha256, since=None, verified=True)
 
 
-def load_kitchen_stack(stack_file: Path) -> StackConfig:
-    cfg = load_stack_file(stack_file)
-    if cfg.app_version is None:
-        raise UsageError(
-            f"{stack_file} sets no choiros:app_version, so the kitchen host would run no app",
-            f"add `choiros:app_version: 1.0.0` to {stack_file}; the kitchen builds that "
-            "version of its stand-in release")
-    return cfg
+def publish_stand_in(store: ReleaseStore, version: str, out_dir: Path, *,
+                     unhealthy: bool = False) -> str:
+    """Build the stand-in release ``version`` into ``out_dir`` and publish it (the same bytes
+    again change nothing); returns its sha256."""
+    tarball = build_release(version, out_dir, unhealthy=unhealthy)
+    sha256 = file_sha256(tarball)
+    store.publish(tarball, sha256)
+    return sha256
 
 
 def stack_up(name: str, stack_file: Path, progress: Progress | None = None) -> HostState:
     """Boot kitchen host ``name`` from ``stack_file``'s kitchen rendering."""
-    return _boot(name, stack_file, load_kitchen_stack(stack_file), progress)
+    return _boot(name, stack_file, load_stack_file(stack_file), progress)
 
 
 def _boot(name: str, stack_file: Path, cfg: StackConfig,
@@ -93,7 +99,7 @@ def replace_host(name: str, stack_file: Path, *, hard: bool = False,
     Soft: an orderly shutdown, so Litestream uploads what is pending. ``hard``: every process of
     the host is killed at once, like a lost instance: only what was already in S3 survives.
     """
-    cfg = load_kitchen_stack(stack_file)
+    cfg = load_stack_file(stack_file)
     st = lifecycle.status(name)
     if hard:
         cgroups.kill_all(name)
@@ -108,7 +114,7 @@ def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill") -> P
     backup prefix, so a drill or a test never touches another host's backups."""
     path = workdir / f"Pulumi.{prefix}-{secrets.token_hex(3)}.yaml"
     path.write_text(stack_file.read_text())
-    load_kitchen_stack(path)
+    load_stack_file(path)
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from choiros_infra import plan_diff, plan_summary
@@ -36,7 +37,7 @@ By default, a compact plan: the image the host boots (and whether choiros:ami pi
 user-data's size and sha256, the security facts (inbound rules, IMDS, root volume encryption,
 each bucket's public access block, versioning, encryption and TLS-only policy), then one line
 per resource with the inputs that matter, and the outputs. --full prints every input of every
-resource, the lookups and the outputs as tables. Secret values are shown as [secret];
+resource, the lookups and the outputs as tables. Secret values are shown as \\[secret];
 user-data as its sha256 and length.
 
 With --json, prints a JSON list of {{"type", "name", "inputs"}} objects, one per resource in
@@ -74,7 +75,7 @@ def _cell(inputs: dict[str, Any]) -> str:
         if len(text) > CELL_LIMIT:
             text = text[: CELL_LIMIT - 1] + "…"
         lines.append(f"{key}: {text}")
-    return "\n".join(lines)
+    return escape("\n".join(lines))
 
 
 def _print_tables(console: Console, plan: preview.Plan, stack_name: str) -> None:

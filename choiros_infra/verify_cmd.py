@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -26,10 +27,21 @@ from choiros_infra.host_access import (
     UsageProblem,
     check_reachable,
     close_shared_connection,
-    parse_host_url,
+    run_on_host,
     write_ssh_config,
 )
+from choiros_infra.options import (
+    AccountOption,
+    HostOption,
+    KeyOption,
+    KnownHostsOption,
+    OutputsOption,
+    StackFileOption,
+    StackOption,
+    TargetOption,
+)
 from choiros_infra.runbook_stamp import stamp, valid_label
+from choiros_infra.stack_target import resolve
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import (
     DEFAULT_WORKERS,
@@ -44,11 +56,11 @@ from choiros_infra.verify_report import (
     CheckResult,
     group_by_runbook,
     read_junit,
+    render_json,
     render_markdown,
     total,
 )
 from infra.config import ConfigError, StackConfig, load_stack_file
-from infra.config import account_id as valid_account_id
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -60,7 +72,8 @@ HELP = (
     "The login user needs passwordless sudo (the checks read the host as root). With "
     "--ssh-key (or neither key nor config), an ssh_config sharing one connection is written "
     "to a private temporary directory; a new host key is accepted and remembered in "
-    "~/.ssh/known_hosts, a changed one is refused.\n\n"
+    "~/.ssh/known_hosts, a changed one is refused; a kitchen host's key is checked against "
+    "that host's own known_hosts file and never written to ~/.ssh.\n\n"
     "Exit codes: 0 every check passed; 1 a check failed (the summary and the report name "
     "it); 2 the verify could not run (bad arguments, invalid stack file, host unreachable "
     "or no sudo, pytest usage error)."
@@ -104,14 +117,16 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             account_id: str | None = None, junit: Path | None = None,
             report: Path | None = None, workers: int | None = None,
             known_hosts: Path | None = None, extra: tuple[str, ...] = (),
-            stamp_label: str | None = None) -> int:
+            stamp_label: str | None = None, paths: tuple[Path, ...] | None = None,
+            as_json: Path | None = None, wait: float = 0.0) -> int:
     """Verify one host; print the summary; return the exit code (0, 1, 2). ``access`` without
     an ssh_config gets a generated, multiplexing one for the run (checking the host key
-    against ``known_hosts`` if given)."""
+    against ``known_hosts`` if given). ``paths`` narrows the run to some suites and runbooks
+    (the deploy commands' application checks); None runs them all."""
     cfg = _load(stack_file)
     if cfg is None:
         return EXIT_UNUSABLE
-    for wanted, what in ((junit, "--junit"), (report, "--report")):
+    for wanted, what in ((junit, "--junit"), (report, "--report"), (as_json, "--json")):
         if wanted is not None and not wanted.parent.is_dir():
             return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
                             f"create it, or give {what} a path in an existing directory")
@@ -119,15 +134,24 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
     generated = access.ssh_config is None
     if generated:
         access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts))
+            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
         started = time.monotonic()
-        with stderr.status(f"connecting to {access.destination}…"):
-            check_reachable(access)
+        deadline = started + wait
         results_file = junit or workdir / "junit.xml"
         run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
                                   workers=workers, junit=results_file, extra=extra)
-        code = verdict(run_pytest(run))
+        if paths is not None:
+            run = replace(run, paths=paths)
+        while True:
+            wait_for_host(access, deadline)
+            code = verdict(run_pytest(run))
+            if code != EXIT_FAILED or time.monotonic() + RETRY_PAUSE >= deadline:
+                break
+            left = deadline - time.monotonic()
+            stderr.print(f"waiting: checks failed; again in {RETRY_PAUSE:g} s ({left:.0f} s "
+                         "left of --wait)")
+            time.sleep(RETRY_PAUSE)
         seconds = time.monotonic() - started
         if code == EXIT_UNUSABLE or not results_file.exists():
             return _problem("pytest could not run the checks (its output above says why)",
@@ -141,6 +165,10 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             stdout.print(f"report: {report}")
         if junit is not None:
             stdout.print(f"junit: {junit}")
+        if as_json is not None:
+            as_json.write_text(render_json(results, host=access.url, target=target,
+                                           stack_file=str(stack_file), seconds=seconds))
+            stdout.print(f"json: {as_json}")
         if stamp_label is not None:
             passed = [g.runbook for g in group_by_runbook(results)
                       if g.runbook != UNMAPPED and g.counts.total and not g.counts.failed]
@@ -157,6 +185,33 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# Between two runs of the checks under --wait.
+RETRY_PAUSE = 5.0
+
+
+def wait_for_host(access: HostAccess, deadline: float) -> None:
+    """Until ``deadline`` (monotonic), wait for SSH with sudo and for cloud-init to finish,
+    a progress line saying which; past it, raise the last UsageProblem. Without a deadline
+    in the future, check once."""
+    with stderr.status(f"connecting to {access.destination}…") as status:
+        while True:
+            try:
+                check_reachable(access)
+                _, out = run_on_host(access, ["cloud-init", "status"], echo=lambda _line: None,
+                                     timeout=30)
+                converging = any(f"status: {s}" in out for s in ("running", "not started"))
+                if not converging or time.monotonic() >= deadline:
+                    return  # a failed or unfinished converge is for the checks to report
+                what = f"cloud-init is still running on {access.address}"
+            except UsageProblem as problem:
+                if time.monotonic() >= deadline:
+                    raise
+                what = f"no SSH yet ({problem.problem})"
+            left = deadline - time.monotonic()
+            status.update(f"waiting: {escape(what)} ({left:.0f} s left of --wait)")
+            time.sleep(min(RETRY_PAUSE, max(left, 0.1)))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``verify`` command to the CLI."""
     app.command(help=HELP, short_help="Check a host (EC2 or kitchen) against its stack file "
@@ -165,32 +220,30 @@ def register(app: typer.Typer) -> None:
 
 
 def verify(
-    host: Annotated[str, typer.Option(
-        "--host", help="The host: ssh://USER@ADDR[:PORT] (admin on Debian images).",
-        show_default=False)],
-    stack_file: Annotated[Path, typer.Option(
-        "--stack-file", help="Stack file the host was built from.", show_default=False)],
-    target: Annotated[TargetChoice, typer.Option(
-        "--target", help="Rendering the host was built with: aws (EC2) or kitchen.",
-        show_default=False)],
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with (default: ssh's own keys and agent).")]
-        = None,
+    host: HostOption = None,
+    stack: StackOption = None,
+    stack_file: StackFileOption = None,
+    target: TargetOption = TargetChoice.aws,
+    outputs: OutputsOption = None,
+    ssh_key: KeyOption = None,
     ssh_config: Annotated[Path | None, typer.Option(
         "--ssh-config", help="Use this ssh_config as is instead of a generated one (give it "
         "ControlMaster/ControlPath/ControlPersist, or each check opens a new connection).")]
         = None,
-    known_hosts: Annotated[Path | None, typer.Option(
-        "--known-hosts", help="Check the host key against this file only, strictly (default: "
-        "~/.ssh/known_hosts, a new key accepted and remembered).")] = None,
-    account_id: Annotated[str | None, typer.Option(
-        "--account-id", help="AWS account the stack's buckets are named for; required with "
-        "--target aws (`aws sts get-caller-identity --query Account --output text`).")] = None,
+    known_hosts: KnownHostsOption = None,
+    account_id: AccountOption = None,
     junit: Annotated[Path | None, typer.Option(
         "--junit", help="Write the results as JUnit XML to this file.")] = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write the Markdown report (by runbook, failures first) here.")]
         = None,
+    as_json: Annotated[Path | None, typer.Option(
+        "--json", help="Write one JSON object per check here (id, runbook, line, subject, "
+        "status, expected, observed, seconds); --junit, --report and --json combine.")] = None,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, metavar="SECONDS", help="Right after `pulumi up`: retry until SSH "
+        "answers, cloud-init has finished and the checks pass, or SECONDS have passed (like "
+        "goss validate --retry-timeout).")] = 0.0,
     workers: Annotated[int | None, typer.Option(
         "-n", "--workers", min=0, help=f"Parallel pytest workers (pytest-xdist); 0 runs "
         f"serially. Default: {DEFAULT_WORKERS} for aws, {KITCHEN_WORKERS} for kitchen (the "
@@ -211,30 +264,31 @@ def verify(
                                   "name the known_hosts file in the ssh_config "
                                   "(UserKnownHostsFile)"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts")):
+                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
             raise typer.Exit(_problem(f"{what} {given} is not a readable file",
                                       f"give {what} the path of an existing file"))
-    if target is TargetChoice.aws and account_id is None:
-        raise typer.Exit(_problem(
-            "--target aws needs --account-id: the buckets (and so host.json) are named for it",
-            "--account-id $(aws sts get-caller-identity --query Account --output text)"))
-    if account_id is not None:
-        try:
-            account_id = valid_account_id(account_id)
-        except ConfigError as error:
-            stderr.print(error.render(), markup=False)
-            raise typer.Exit(EXIT_UNUSABLE) from None
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
         raise typer.Exit(_problem(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
                                   "use letters, digits and . _ : / -, e.g. kitchen"))
+    if target is TargetChoice.kitchen and host is None:
+        raise typer.Exit(_problem("--target kitchen needs --host",
+                                  "use `choiros-infra kitchen verify --name N` for a kitchen "
+                                  "host"))
     try:
-        parse_host_url(host)
+        resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
+                           host=host, account_id=account_id)
+        access = resolved.access(ssh_key and ssh_key.resolve())
     except UsageProblem as problem:
         raise typer.Exit(_problem(problem.problem, problem.fix)) from None
-    access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
-                        ssh_config=ssh_config and ssh_config.resolve())
-    raise typer.Exit(execute(access, stack_file, target.value, account_id=account_id,
-                             junit=junit, report=report, workers=workers,
+    except ConfigError as error:
+        stderr.print(error.render(), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    if ssh_config is not None:
+        access = HostAccess(url=access.url, ssh_config=ssh_config.resolve())
+    raise typer.Exit(execute(access, resolved.stack_file, target.value,
+                             account_id=resolved.account_id if target is TargetChoice.aws
+                             else account_id, junit=junit, report=report, workers=workers,
                              known_hosts=known_hosts and known_hosts.resolve(),
-                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks))
+                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks,
+                             as_json=as_json, wait=wait))

@@ -8,6 +8,7 @@ counts per runbook and a total.
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -33,10 +34,27 @@ class CheckResult:
     detail: str = ""
     seconds: float = 0.0
     properties: tuple[tuple[str, str], ...] = ()
+    id: str = ""  # pytest's: "<classname>::<name>"
 
     @property
     def bad(self) -> bool:
         return self.outcome in ("failed", "error")
+
+    def as_json(self) -> dict[str, object]:
+        """One check as `verify --json` writes it. A runbook statement's subject is what it
+        names (``file /etc/x``) and its expectation the clauses after the colon; a suite
+        test's subject is its pytest id and its expectation its title."""
+        line = re.fullmatch(r"line (\d+)", self.where)
+        subject, sep, clauses = self.title.partition(": ")
+        statement = bool(line and sep)
+        return {"id": self.id, "runbook": self.runbook,
+                "line": int(line[1]) if line else None,
+                "section": self.where.removeprefix("#") if self.where.startswith("#") else None,
+                "subject": subject if statement else self.id,
+                "status": self.outcome,
+                "expected": clauses if statement else self.title,
+                "observed": self.message if self.outcome != "passed" else "",
+                "seconds": round(self.seconds, 3)}
 
 
 # A runbook statement's item name: "<file relative to docs/runbooks>:<line> <statement>".
@@ -103,7 +121,8 @@ def read_junit(path: Path, runbooks: Path = RUNBOOKS) -> list[CheckResult]:
             message=_one_line(detail if message in ("", "collection failure") else message),
             detail=detail,
             seconds=float(case.get("time", "0") or 0),
-            properties=tuple(p for p in props if p[0] not in _HIDDEN_PROPERTIES)))
+            properties=tuple(p for p in props if p[0] not in _HIDDEN_PROPERTIES),
+            id=f"{classname}::{name}" if classname else name))
     return results
 
 
@@ -217,6 +236,18 @@ def render_markdown(results: Sequence[CheckResult], *, host: str, target: str,
                 out.append(_fence(result.detail))
         out.append("")
     return "\n".join(out)
+
+
+def render_json(results: Sequence[CheckResult], *, host: str, target: str, stack_file: str,
+                seconds: float | None = None) -> str:
+    """`verify --json`: the run and one object per check (see CheckResult.as_json)."""
+    counts = total(results)
+    return json.dumps({
+        "host": host, "target": target, "stack_file": stack_file,
+        "seconds": None if seconds is None else round(seconds, 2),
+        "counts": {"total": counts.total, "failed": counts.failed, "passed": counts.passed,
+                   "skipped": counts.skipped},
+        "checks": [r.as_json() for r in results]}, indent=1) + "\n"
 
 
 def _anchor(heading: str) -> str:

@@ -35,7 +35,6 @@ _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
 _SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
 # AWS tag keys and values: letters, digits, spaces and _ . : / = + - @ (values may be empty).
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
@@ -45,7 +44,6 @@ _SSH_KEY_TYPES_REFUSED = ("ecdsa-sha2-", "sk-")
 MIN_RSA_BITS = 2048
 _AMI_ID = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET_ID = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/(mrk-[0-9a-f]{32}|"
                           r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 # Top-level keys a Pulumi stack file may hold besides config: (the CLI writes them).
@@ -97,7 +95,6 @@ class StackConfig:
     secrets_kms_key: str | None = None
     ami: str | None = None
     subnet_id: str | None = None
-    app_version: str | None = None
     keep_releases: int = 5
     alarm_disk_percent: int = 80
     alarm_memory_percent: int = 90
@@ -185,16 +182,6 @@ def _region(raw: object) -> str:
     if region not in aws_regions():
         raise ConfigError("region", raw, "is not an AWS region", fix)
     return region
-
-
-def account_id(raw: object, key: str = "account-id") -> str:
-    """A 12-digit AWS account id (what bucket names end in), or a ConfigError."""
-    value = str(raw).strip() if isinstance(raw, str | int) else ""
-    if not _ACCOUNT_ID.fullmatch(value):
-        raise ConfigError(key, raw, "is not an AWS account id (12 digits)",
-                          "pass the account's id as aws sts get-caller-identity prints it, "
-                          "e.g. --account-id 123456789012")
-    return value
 
 
 def _ami(raw: object) -> str:
@@ -379,14 +366,6 @@ def _tls_mode(raw: object, domain: str | None) -> TlsMode:
     return raw
 
 
-def _version(raw: object) -> str:
-    fix = "use a release version such as 1.4.2 (letters, digits, . _ + -)"
-    value = _text("app_version", raw, fix)
-    if not _VERSION.fullmatch(value) or ".." in value:
-        raise ConfigError("app_version", raw, "is not a valid release version", fix)
-    return value
-
-
 # --------------------------------------------------------------------------- the parser
 
 KEYS: dict[str, str] = {
@@ -413,7 +392,6 @@ KEYS: dict[str, str] = {
     "for the AWS managed key aws/ssm (no kms:Decrypt in the role then).",
     "tags": "Extra tags for every resource, as a mapping.",
     "termination_protection": "Protect the instance from API termination (default false).",
-    "app_version": "Release deployed at first boot from the artifacts bucket. Optional.",
     "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
     "alarm_disk_percent": "Alarm when /, the data or the log filesystem is fuller than this for "
     "5 minutes (percent, default 80, 50..99).",
@@ -424,8 +402,19 @@ KEYS: dict[str, str] = {
 }
 
 
+# Keys that existed once, with the way off them.
+REMOVED_KEYS: dict[str, str] = {
+    "app_version": "remove it: the release a host runs is the stack's wanted release in the "
+    "artifacts bucket, set by `choiros-infra deploy VERSION --stack STACK` (it never replaces "
+    "the host); run that once with the version the host runs now",
+}
+
+
 def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
     """Validate raw values (keys without the namespace) into a StackConfig, or raise ConfigError."""
+    if removed := sorted(set(values) & set(REMOVED_KEYS)):
+        key = removed[0]
+        raise ConfigError(key, values[key], "is no longer a stack setting", REMOVED_KEYS[key])
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(unknown[0], values[unknown[0]], "is not a known key",
@@ -485,7 +474,6 @@ def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
             "termination_protection", lambda r: _boolean("termination_protection", r))),
         ami=optional("ami", _ami),
         subnet_id=optional("subnet_id", _subnet_id),
-        app_version=optional("app_version", _version),
         keep_releases=optional("keep_releases", lambda r: _integer(
             "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
         or default("keep_releases"),
@@ -595,7 +583,7 @@ def from_pulumi() -> StackConfig:
 
     values: dict[str, object] = {}
     config = pulumi.Config(NAMESPACE)
-    for key in KEYS:
+    for key in (*KEYS, *REMOVED_KEYS):  # a removed key is refused, not silently ignored
         raw = config.get(key)
         if raw is not None:
             values[key] = raw

@@ -37,6 +37,8 @@ OUTPUTS = (
     "artifacts_bucket",
     "instance_id",
     "alarm_topic_arn",
+    "ssh_user",
+    "account_id",
 )
 
 
@@ -153,5 +155,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         "artifacts_bucket": artifacts.bucket,
         "instance_id": host.instance_id,
         "alarm_topic_arn": monitoring.topic_arn,
+        # What the operator's commands (`--stack`, `--outputs`) read to reach the host and
+        # its buckets: see choiros_infra/stack_target.py.
+        "ssh_user": pulumi.Output.from_input(AMIS[cfg.os].login_user),
+        "account_id": account,
     }
     return outputs

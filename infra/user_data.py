@@ -40,7 +40,6 @@ def host_spec(cfg: StackConfig, artifacts_bucket: str, backups_bucket: str) -> H
         acme_email=cfg.acme_email,
         tls_mode=cfg.tls_mode,
         secrets=cfg.secrets,
-        app_version=cfg.app_version,
         keep_releases=cfg.keep_releases,
         backup=BackupPolicy(sync_interval_seconds=cfg.backup_sync_interval_seconds,
                             retention_days=cfg.backup_retention_days),

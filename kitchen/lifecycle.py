@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from kitchen import cgroups, cloud, container, network, preflight, rootfs
@@ -42,7 +44,17 @@ BOOT_TIMEOUT = 60.0
 SSH_TIMEOUT = 60.0
 DESTROY_GRACE = 5.0
 LOG_EXCERPT_LINES = 40
-CLI = "choiros-infra kitchen"
+
+
+def invoked_as() -> str:
+    """``choiros-infra`` as the operator ran it, so a printed hint can be pasted as is: the
+    path as typed (``.venv/bin/choiros-infra`` after ``make setup``, the bare name when it is
+    on PATH); the ``.venv`` path when run another way (``python -m``, tests)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return argv0 if Path(argv0).name == "choiros-infra" else ".venv/bin/choiros-infra"
+
+
+CLI = f"{invoked_as()} kitchen"
 
 _LIVE_STATES = {HostStatus.BOOTING, HostStatus.CONVERGING, HostStatus.READY,
                 HostStatus.FAILED, HostStatus.REBOOTING}

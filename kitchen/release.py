@@ -1,50 +1,32 @@
-"""Build and upload ChoirOS release artifacts from the stand-in application (kitchen/fixture_app).
+"""The stand-in ChoirOS release, built from kitchen/fixture_app in the real release format.
 
-The release format is defined by its consumer, choiros-deploy (docstring of
-provisioning/host_tools/choiros_host.py). This module produces exactly that format:
+The kitchen cannot build the Rust backend, so its releases carry the stand-in app
+(kitchen/fixture_app/sandbox.py) as ``sandbox`` and its page as ``dist/``. They are written by
+the same code as ``choiros-infra release pack`` (provisioning/release_format.py), so the host's
+own validator has accepted every one before it exists:
 
-  choiros-<version>.tar.gz          gzip-compressed tar with, at top level,
-                                      VERSION          "<version>\\n"
-                                      dist/index.html  the stand-in page, @VERSION@ replaced
-                                      sandbox          kitchen/fixture_app/sandbox.py, mode 0755
-                                      UNHEALTHY        only with unhealthy=True
-                                    (plus a `dist` directory entry and any other dist/ files)
+  choiros-<version>.tar.gz          VERSION          "<version>\\n"
+                                    dist/index.html  the stand-in page, @VERSION@ replaced
+                                    sandbox          kitchen/fixture_app/sandbox.py, mode 0755
+                                    UNHEALTHY        only with unhealthy=True
   choiros-<version>.tar.gz.sha256   "<64 lowercase hex>  choiros-<version>.tar.gz\\n"
-
-uploaded as releases/<version>/<file name> in the artifacts bucket.
-
-Builds are deterministic: entries sorted by name, mtime RELEASE_MTIME, uid/gid 0 (root), modes
-0755/0644, PAX format, gzip header with mtime 0 and no file name. Same input, same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
-import os
-import re
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+
+from provisioning.host_tools.choiros_host import ToolError
+from provisioning.release_format import Entry, write_release
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixture_app"
-# The same rule as choiros_host.VERSION_RE (a unit test keeps them equal); ".." is refused too.
-VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
-RELEASE_MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z, fixed for reproducible tarballs
-TARBALL_RE = re.compile(r"choiros-(.+)\.tar\.gz")
 
 
-class S3Putter(Protocol):
-    def put_object(self, **kwargs: Any) -> Any: ...
-
-
-def release_files(version: str, *, unhealthy: bool = False) -> dict[str, tuple[bytes, int]]:
+def release_files(version: str, *, unhealthy: bool = False) -> dict[str, Entry]:
     """{name in the tarball: (content, mode)} for the stand-in release of `version`."""
-    files = {
+    files: dict[str, Entry] = {
         "VERSION": (f"{version}\n".encode(), 0o644),
         "sandbox": ((FIXTURE_DIR / "sandbox.py").read_bytes(), 0o755),
     }
@@ -60,69 +42,13 @@ def release_files(version: str, *, unhealthy: bool = False) -> dict[str, tuple[b
     return files
 
 
-def tarball_bytes(files: dict[str, tuple[bytes, int]]) -> bytes:
-    """A deterministic .tar.gz of files, with a directory entry for every parent directory."""
-    dirs = {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}
-    buf = io.BytesIO()
-    with (gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz,
-          tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar):
-        for name in sorted(dirs | set(files)):
-            info = tarfile.TarInfo(name)
-            info.mtime, info.uid, info.gid, info.uname, info.gname = (
-                RELEASE_MTIME, 0, 0, "root", "root")
-            if name in dirs:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                data, info.mode = files[name]
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_release(version: str, out_dir: Path, *, unhealthy: bool = False) -> Path:
-    """Write choiros-<version>.tar.gz and its .sha256 into out_dir; return the tarball's path."""
-    if not VERSION_RE.fullmatch(version) or ".." in version:
-        raise ValueError(f"invalid release version {version!r}")
-    data = tarball_bytes(release_files(version, unhealthy=unhealthy))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tarball = out_dir / f"choiros-{version}.tar.gz"
-    _write_atomic(tarball, data)
-    digest = hashlib.sha256(data).hexdigest()
-    _write_atomic(out_dir / f"{tarball.name}.sha256", f"{digest}  {tarball.name}\n".encode())
-    return tarball
-
-
-def release_keys(tarball: Path) -> tuple[str, str]:
-    """The bucket keys of a tarball and of its checksum."""
-    m = TARBALL_RE.fullmatch(tarball.name)
-    if not m:
-        raise ValueError(f"{tarball.name} is not named choiros-<version>.tar.gz")
-    key = f"releases/{m.group(1)}/{tarball.name}"
-    return key, f"{key}.sha256"
-
-
-def upload_release(s3_client: S3Putter, bucket: str, tarball: Path) -> list[str]:
-    """Put a built tarball and then its .sha256 sibling into bucket; return the keys."""
-    key, sha_key = release_keys(tarball)
-    sha_file = tarball.with_name(f"{tarball.name}.sha256")
-    s3_client.put_object(Bucket=bucket, Key=key, Body=tarball.read_bytes(),
-                         ContentType="application/gzip")
-    s3_client.put_object(Bucket=bucket, Key=sha_key, Body=sha_file.read_bytes(),
-                         ContentType="text/plain")
-    return [key, sha_key]
+    """Write choiros-<version>.tar.gz and its .sha256 into out_dir; return the tarball's path.
+    An invalid version raises ValueError."""
+    try:
+        return write_release(release_files(version, unhealthy=unhealthy), version, out_dir)
+    except ToolError as e:
+        raise ValueError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

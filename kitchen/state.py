@@ -27,7 +27,8 @@ class HostStatus(StrEnum):
 
 
 # The keys `kitchen status --json` prints; other tools may rely on them.
-PUBLIC_KEYS = ("name", "state", "address", "ssh_user", "ssh_key", "ssh_port", "started_at")
+PUBLIC_KEYS = ("name", "state", "address", "ssh_user", "ssh_key", "ssh_port", "known_hosts",
+               "started_at")
 
 
 def now() -> str:

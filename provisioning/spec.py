@@ -68,6 +68,16 @@ BACKEND_PATHS: tuple[str, ...] = ("/health*", "/api/*", "/chat/*", "/desktop/*",
 
 
 @dataclass(frozen=True)
+class ProxyRetry:
+    """How long Caddy holds a request while the backend is down, dialling it again every
+    interval: longer than a restart (the stand-in app: under 1 s), shorter than a client's
+    patience. A backend down for longer answers 502 after try_duration."""
+
+    try_duration_seconds: int = 15
+    try_interval_ms: int = 100
+
+
+@dataclass(frozen=True)
 class Fail2banPolicy:
     """The runbook's jail values; backend systemd because Debian 12 has no auth.log."""
 
@@ -121,12 +131,12 @@ class HostSpec:
     acme_email: str | None = None
     tls_mode: TlsMode = "off"
     secrets: tuple[str, ...] = ()
-    app_version: str | None = None
     keep_releases: int = 5
     health_timeout_seconds: int = 30
     fail2ban: Fail2banPolicy = Fail2banPolicy()
     log_rotation: LogRotation = LogRotation()
     backup: BackupPolicy = BackupPolicy()
+    proxy_retry: ProxyRetry = ProxyRetry()
 
     @property
     def admin_user(self) -> str:

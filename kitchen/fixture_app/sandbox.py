@@ -34,6 +34,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from contextlib import closing, suppress
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,7 +79,10 @@ def init_db(path: str) -> None:
 
 
 class App(ThreadingHTTPServer):
-    daemon_threads = True
+    # Graceful stop, as the real backend (Actix) does on SIGTERM: stop accepting, then finish
+    # every request already accepted before exiting (server_close joins their threads).
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, addr: tuple[str, int], db: str, version: str, healthy: bool) -> None:
         super().__init__(addr, Handler)
@@ -150,8 +154,13 @@ class Handler(BaseHTTPRequestHandler):
         print(f"{self.address_string()} {format % args}", flush=True)
 
 
-def stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+def stop_gracefully(server: App) -> None:
+    """On SIGTERM: leave serve_forever from another thread (shutdown waits for it), so the
+    listening socket closes and the requests in progress complete."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main() -> int:
@@ -169,8 +178,8 @@ def main() -> int:
         return 1
     healthy = os.environ.get("FIXTURE_UNHEALTHY") != "1" and not (HERE / "UNHEALTHY").exists()
     bind, port = os.environ.get("BIND", "0.0.0.0"), int(os.environ.get("PORT", "8080"))  # noqa: S104
-    signal.signal(signal.SIGTERM, stop)
     with App((bind, port), db, version, healthy) as server:
+        stop_gracefully(server)
         state = "healthy" if healthy else "UNHEALTHY (on purpose)"
         print(f"choiros-sandbox stand-in {version} on {bind}:{port}, {state}, events in {db}",
               flush=True)

@@ -11,9 +11,13 @@ file per sync (level 0, the newest always kept), 0001..0003/ compactions, 0009/ 
 A restored copy is accepted only when `PRAGMA integrity_check` says ok and every table in
 host.json `expected_tables` exists; otherwise nothing on the host changes.
 
-choiros-restore [--latest | --at TIMESTAMP] [--verify-only]
-  restores into a temporary file in the data directory and checks it; --verify-only stops
-  there. Otherwise: stop replication and the backend, move the database, its -wal/-shm and
+choiros-restore [--latest | --at TIMESTAMP] [--verify-only [--scratch DIR]]
+  restores into a temporary file in the data directory and checks it. --verify-only (what
+  verify and the daily drift run use) takes no deploy lock and restores into scratch space off
+  the data filesystem (/dev/shm, else /var/tmp, or --scratch DIR), refusing when the copy would
+  not fit there with a margin (in a tmpfs, also within the memory the host has available, less
+  MEMORY_RESERVE): a check never blocks a deploy, fills the data disk or starves the backend.
+  Otherwise: stop replication and the backend, move the database, its -wal/-shm and
   Litestream's state (.events.db-litestream) to data/pre-restore-<UTC time>/ (never deleted),
   move the restored copy in (owner app_user, 0640), start the backend and health-check it, start
   replication again. If the backend is unhealthy on the restored copy, the earlier files are
@@ -204,11 +208,82 @@ def check_database(path: Path, expected_tables: tuple[str, ...]) -> Checked:
     return Checked(path, path.stat().st_size, tables, rows)
 
 
+# Free space a verify copy must leave in its scratch directory.
+SCRATCH_MARGIN = 64 << 20
+# mkdtemp makes a private (0700) directory inside them, so sharing them is safe.
+SCRATCH_CANDIDATES = (Path("/dev/shm"), Path("/var/tmp"))  # noqa: S108
+
+
+def copy_size(cfg: Config, files: list[ReplicaFile]) -> int:
+    """What a restored copy needs at most: the live database and its WAL, or without one
+    every file of the replica."""
+    live = sum(p.stat().st_size for p in (cfg.database, Path(f"{cfg.database}-wal"))
+               if p.is_file())
+    return live or sum(f.size for f in files)
+
+
+# Memory a verify copy in a tmpfs must leave to the backend and the rest of the host.
+MEMORY_RESERVE = 512 << 20
+
+
+def in_memory(place: Path) -> bool:
+    """Whether ``place`` is on a tmpfs (its mount in /proc/self/mounts)."""
+    best, fstype = "", ""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    resolved = str(place.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) > 2 and (resolved == fields[1] or resolved.startswith(
+                fields[1].rstrip("/") + "/")) and len(fields[1]) >= len(best):
+            best, fstype = fields[1], fields[2]
+    return fstype == "tmpfs"
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (0 when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def scratch_for(cfg: Config, needed: int, given: Path | None) -> Path:
+    """Where a verify copy goes: ``given``, or the first candidate off the data filesystem,
+    with room for ``needed`` bytes and the margin; ToolError when none has."""
+    data_dev = cfg.database.parent.stat().st_dev
+    candidates = [given] if given else [c for c in SCRATCH_CANDIDATES if c.is_dir()
+                                        and c.stat().st_dev != data_dev]
+    for place in candidates:
+        try:
+            free = shutil.disk_usage(place).free
+        except OSError as e:
+            raise ToolError(f"--scratch {place}: {e.strerror}", "give an existing directory",
+                            USAGE) from e
+        if in_memory(place):  # a tmpfs: the copy takes memory the backend may need
+            free = min(free, available_memory() - MEMORY_RESERVE)
+        if free >= needed + SCRATCH_MARGIN:
+            return place
+    mib = (needed + SCRATCH_MARGIN) >> 20
+    where = str(given) if given else ", ".join(map(str, SCRATCH_CANDIDATES)) + " (off the data " \
+        "filesystem)"
+    raise ToolError(f"no room to verify the backup: it needs {mib} MiB free in {where}",
+                    f"choiros-restore --verify-only --scratch DIR with {mib} MiB free on another "
+                    "filesystem; nothing was changed")
+
+
 @contextlib.contextmanager
-def restored_copy(cfg: Config, at: datetime | None) -> Iterator[Checked]:
-    """Restore (latest, or as of `at`) into a temporary directory in the data directory and
-    check it; the directory is removed afterwards unless its database was moved out."""
-    tmp = Path(tempfile.mkdtemp(prefix=".restore-", dir=cfg.database.parent))
+def restored_copy(cfg: Config, at: datetime | None, scratch: Path | None = None
+                  ) -> Iterator[Checked]:
+    """Restore (latest, or as of `at`) into a temporary directory in the data directory (or
+    in ``scratch``) and check it; the directory is removed afterwards unless its database was
+    moved out."""
+    tmp = Path(tempfile.mkdtemp(prefix=".restore-", dir=scratch or cfg.database.parent))
     try:
         out = tmp / cfg.database.name
         args = ["restore", "-o", str(out)]
@@ -352,35 +427,44 @@ def swap_in(cfg: Config, checked: Checked, now: datetime) -> int:
                     cfg.backend_logs, UNDONE)
 
 
-def restore(cfg: Config, at: datetime | None, verify_only: bool) -> int:
+def restore(cfg: Config, at: datetime | None, verify_only: bool,
+            scratch: Path | None = None) -> int:
+    """Restore the database, or with ``verify_only`` only prove a backup restores: then no
+    deploy lock is taken (nothing on the host changes) and the copy goes to scratch space."""
+    with contextlib.nullcontext() if verify_only else locked(cfg.app_root):
+        return _restore(cfg, at, verify_only, scratch)
+
+
+def _restore(cfg: Config, at: datetime | None, verify_only: bool,
+             scratch: Path | None) -> int:
     now = datetime.now(UTC)
-    with locked(cfg.app_root):
-        files = replica_files(cfg)
-        if not files:
-            raise ToolError(f"there is no replica at {replica_url(cfg)}",
-                            f"nothing to restore from; check backups_bucket and backup_prefix "
-                            f"in host.json and `systemctl status {cfg.litestream_unit}`")
-        oldest, newest = restorable_range(files)
-        target = None
-        if at is not None:
-            span = f"backups cover {oldest:%Y-%m-%dT%H:%M:%SZ} to now"
-            if at > now:
-                raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is in the future", span, USAGE)
-            if at < oldest:
-                raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is outside the retention: the "
-                                f"oldest restorable moment is {oldest:%Y-%m-%dT%H:%M:%SZ}",
-                                f"{span}; choose a time in that window")
-            # After the newest change the database was what the latest backup holds.
-            target = at if at < newest else None
-        what = f"as of {at:%Y-%m-%dT%H:%M:%SZ}" if at else "latest"
-        print(f"restore: {what} from {replica_url(cfg)} (restorable from "
-              f"{oldest:%Y-%m-%dT%H:%M:%SZ}, newest change {newest:%Y-%m-%dT%H:%M:%SZ})")
-        with restored_copy(cfg, target) as checked:
-            print(f"restore: the restored copy is sound: {checked.describe()}")
-            if verify_only:
-                print("restore: --verify-only: nothing was changed")
-                return OK
-            return swap_in(cfg, checked, now)
+    files = replica_files(cfg)
+    if not files:
+        raise ToolError(f"there is no replica at {replica_url(cfg)}",
+                        f"nothing to restore from; check backups_bucket and backup_prefix "
+                        f"in host.json and `systemctl status {cfg.litestream_unit}`")
+    oldest, newest = restorable_range(files)
+    target = None
+    if at is not None:
+        span = f"backups cover {oldest:%Y-%m-%dT%H:%M:%SZ} to now"
+        if at > now:
+            raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is in the future", span, USAGE)
+        if at < oldest:
+            raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is outside the retention: the "
+                            f"oldest restorable moment is {oldest:%Y-%m-%dT%H:%M:%SZ}",
+                            f"{span}; choose a time in that window")
+        # After the newest change the database was what the latest backup holds.
+        target = at if at < newest else None
+    what = f"as of {at:%Y-%m-%dT%H:%M:%SZ}" if at else "latest"
+    print(f"restore: {what} from {replica_url(cfg)} (restorable from "
+          f"{oldest:%Y-%m-%dT%H:%M:%SZ}, newest change {newest:%Y-%m-%dT%H:%M:%SZ})")
+    place = scratch_for(cfg, copy_size(cfg, files), scratch) if verify_only else None
+    with restored_copy(cfg, target, place) as checked:
+        print(f"restore: the restored copy is sound: {checked.describe()}")
+        if verify_only:
+            print("restore: --verify-only: nothing was changed")
+            return OK
+        return swap_in(cfg, checked, now)
 
 
 # -- freshness
@@ -479,10 +563,17 @@ def restore_main(argv: list[str] | None = None) -> int:
         which.add_argument("--at", metavar="TIMESTAMP", help="the state as of this moment, "
                            "ISO 8601 (UTC when no zone is given), within the retention")
         p.add_argument("--verify-only", action="store_true",
-                       help="restore into a temporary file and check it; change nothing")
+                       help="restore into a temporary file and check it; change nothing "
+                       "(no deploy lock; the copy goes to scratch space off the data disk)")
+        p.add_argument("--scratch", metavar="DIR", type=Path, help="with --verify-only: "
+                       "where the copy goes (default /dev/shm, else /var/tmp, off the data "
+                       "filesystem)")
 
     def action(cfg: Config, a: argparse.Namespace) -> int:
-        return restore(cfg, parse_timestamp(a.at) if a.at else None, a.verify_only)
+        if a.scratch and not a.verify_only:
+            raise ToolError("--scratch goes with --verify-only", "add --verify-only", USAGE)
+        return restore(cfg, parse_timestamp(a.at) if a.at else None, a.verify_only,
+                       a.scratch)
 
     os.umask(0o027)
     return _run(argv, "choiros-restore", "Restore the event store from its S3 replica: "

@@ -15,9 +15,17 @@ links, devices or duplicates; at most MAX_MEMBERS entries and MAX_UNPACKED bytes
 modes in the tar are ignored: files unpack as root, 0755 if executable, else 0644.
 A version is immutable: never upload other bytes under a version already used.
 
-Host layout in app_root: releases/<version>/, current and previous (relative symlinks to
+The wanted release of the stack lives outside the host, in the artifacts bucket:
+  wanted-release.json  {"version": <version>, "sha256": <64 hex>, ...}
+written only by the operator's deploy commands (the instance role may read it, never write it).
+`choiros-deploy --wanted` deploys it: at first boot, a new or replaced host runs what the stack
+wants, not a version frozen into its user-data.
+
+Host layout in app_root: releases/<version>/ and releases/<version>.sha256 (the checksum it was
+deployed with, in the .sha256 file format), current and previous (relative symlinks to
 releases/<version>, replaced atomically), deploy-history.jsonl (a JSON object per switch:
-time, action, from, to, result, reason). A refused release changes nothing on the host.
+time, action, from, to, sha256, result, reason). A refused release changes nothing on the host.
+`choiros-deploy --status` prints what runs (read-only, no lock).
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+WANTED_KEY = "wanted-release.json"
 MAX_TARBALL, MAX_UNPACKED, MAX_MEMBERS = 512 << 20, 2 << 30, 20000
 OK, UNDONE, USAGE, REFUSED, BROKEN = 0, 1, 2, 3, 4
 EXIT_CODES = """exit codes:
@@ -156,12 +166,67 @@ def parse_sha256_file(text: str, name: str) -> str:
     return m.group(1).lower()
 
 
+def valid_version(version: str) -> bool:
+    return bool(VERSION_RE.fullmatch(version)) and ".." not in version
+
+
+def tarball_name(version: str) -> str:
+    return f"choiros-{version}.tar.gz"
+
+
+def release_key(version: str) -> str:
+    """The artifacts bucket key of a release's tarball; its checksum is this plus .sha256."""
+    return f"releases/{version}/{tarball_name(version)}"
+
+
+def sha256_line(digest: str, name: str) -> str:
+    """The .sha256 file format (sha256sum's output), which parse_sha256_file reads back."""
+    return f"{digest}  {name}\n"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The stack's wanted release: what its hosts must run."""
+
+    version: str
+    sha256: str
+
+
+def parse_wanted(text: str | bytes) -> Wanted:
+    """The wanted-release.json document (extra keys are kept by its writer, ignored here)."""
+    try:
+        doc = json.loads(text)
+        version, digest = doc["version"], doc["sha256"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ToolError(f"{WANTED_KEY} is not a JSON object with version and sha256 ({e})",
+                        "set it again with: choiros-infra deploy VERSION") from e
+    if not (isinstance(version, str) and valid_version(version) and isinstance(digest, str)
+            and SHA256_RE.fullmatch(digest)):
+        raise ToolError(f"{WANTED_KEY} names an invalid version or sha256",
+                        "set it again with: choiros-infra deploy VERSION")
+    return Wanted(version, digest)
+
+
+def read_wanted(cfg: Config) -> Wanted | None:
+    """The stack's wanted release from the artifacts bucket; None when none was ever set."""
+    if not cfg.artifacts_bucket:
+        raise ToolError("artifacts_bucket is not set", "set it in host.json", USAGE)
+    try:
+        body = aws_client(cfg, "s3").get_object(Bucket=cfg.artifacts_bucket, Key=WANTED_KEY)
+        return parse_wanted(body["Body"].read(65536))
+    except _aws_errors() as e:
+        if getattr(e, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise ToolError(f"cannot read s3://{cfg.artifacts_bucket}/{WANTED_KEY}: {e}",
+                        "check the instance role, the bucket and the network") from e
+
+
 def fetch_release(cfg: Config, version: str, workdir: Path) -> tuple[Path, str]:
     """Download a release into workdir: (tarball, sha256 from its .sha256 object)."""
-    name, bucket = f"choiros-{version}.tar.gz", cfg.artifacts_bucket
+    name, bucket = tarball_name(version), cfg.artifacts_bucket
     if not bucket:
         raise ToolError("artifacts_bucket is not set", "set it in host.json", USAGE)
-    key, dest, s3 = f"releases/{version}/{name}", workdir / name, aws_client(cfg, "s3")
+    key, dest, s3 = release_key(version), workdir / name, aws_client(cfg, "s3")
     try:
         sha_text = s3.get_object(Bucket=bucket, Key=key + ".sha256")["Body"].read(4096)
         with dest.open("wb") as f:
@@ -219,8 +284,10 @@ def inspect_release(tarball: Path, version: str) -> Entries:
         if any("/".join(parts[:i]) in files for i in range(1, len(parts))):
             raise bad(f"{name!r} is inside a file")
     sandbox, index = byname.get("sandbox"), byname.get("dist/index.html")
-    if sandbox is None or not sandbox.isreg() or not sandbox.size:
+    if sandbox is None or not sandbox.isreg():
         raise bad("no sandbox binary at the top level")
+    if not sandbox.size:
+        raise bad("sandbox is empty")
     if not sandbox.mode & 0o100:
         raise bad("sandbox is not executable")
     if index is None or not index.isreg():
@@ -230,9 +297,10 @@ def inspect_release(tarball: Path, version: str) -> Entries:
     return entries
 
 
-def install_release(root: Path, tarball: Path, entries: Entries, version: str) -> None:
+def install_release(root: Path, tarball: Path, entries: Entries, version: str,
+                    digest: str) -> None:
     """Write checked entries afresh (owner root, no tar metadata) into releases/.incoming-*,
-    then rename that to releases/<version>."""
+    then rename that to releases/<version>, and record its checksum beside it."""
     releases = root / "releases"
     releases.mkdir(0o755, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".incoming-{version}-", dir=releases))
@@ -255,6 +323,10 @@ def install_release(root: Path, tarball: Path, entries: Entries, version: str) -
             os.rename(final, trash)
         os.rename(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
+        checksum = releases / f"{version}.sha256"
+        checksum.with_name(f".{checksum.name}.new").write_text(
+            sha256_line(digest, tarball_name(version)), encoding="utf-8")
+        os.replace(checksum.with_name(f".{checksum.name}.new"), checksum)
         os.sync()
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -274,8 +346,29 @@ def prune(root: Path, keep: int) -> list[str]:
             kept.add(p.name)
         elif p.name not in kept:
             shutil.rmtree(p)
+            (p.parent / f"{p.name}.sha256").unlink(missing_ok=True)
             removed.append(p.name)
     return removed
+
+
+def installed_sha256(root: Path, version: str | None) -> str | None:
+    """The checksum a release on this host was deployed with (None: unknown or none)."""
+    if version is None:
+        return None
+    try:
+        text = (root / "releases" / f"{version}.sha256").read_text("utf-8", "replace")
+        return parse_sha256_file(text, tarball_name(version))
+    except (OSError, ToolError):
+        return None
+
+
+def status(root: Path) -> dict[str, Any]:
+    """What this host runs, as the deploy commands and verify read it."""
+    def release(name: str) -> dict[str, str | None] | None:
+        version = link(root, name)
+        return None if version is None else {"version": version,
+                                             "sha256": installed_sha256(root, version)}
+    return {"current": release("current"), "previous": release("previous")}
 
 
 # -- switching, restarting, health
@@ -333,6 +426,7 @@ def record(root: Path, action: str, frm: str | None, to: str, reason: str | None
            result: str = "") -> None:
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     line = {"time": now, "action": action, "from": frm, "to": to,
+            "sha256": installed_sha256(root, to),
             "result": result or ("failed" if reason else "ok"), "reason": reason}
     with (root / "deploy-history.jsonl").open("a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
@@ -391,18 +485,34 @@ def go_live(cfg: Config, action: str, new: str, old: str | None, old_previous: s
                     f"{logs} to see why {new} failed", UNDONE)
 
 
+def deploy_wanted(cfg: Config) -> int:
+    """Deploy the stack's wanted release (first boot, or a host catching up)."""
+    wanted = read_wanted(cfg)
+    if wanted is None:
+        print(f"No wanted release is set in s3://{cfg.artifacts_bucket}/{WANTED_KEY}; "
+              "nothing to deploy (choiros-infra deploy VERSION sets it).")
+        return OK
+    print(f"The stack wants release {wanted.version} (sha256 {wanted.sha256}).")
+    return deploy(cfg, wanted.version, wanted.sha256)
+
+
 def deploy(cfg: Config, release: str, sha256: str | None = None) -> int:
     root, local, version = cfg.app_root, release.endswith(".tar.gz") or "/" in release, release
     if local:
         m = re.fullmatch(r"choiros-(.+)\.tar\.gz", Path(release).name)
         version = m.group(1) if m else ""
-    if not VERSION_RE.fullmatch(version) or ".." in version:
+    if not valid_version(version):
         raise ToolError(f"invalid release {release!r}", "give a version (up to 64 of "
                         "[0-9A-Za-z._+-]) or a path to choiros-<version>.tar.gz", USAGE)
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ToolError("--sha256 must be 64 hex digits", code=USAGE)
     with locked(root):
         old, old_previous = link(root, "current"), link(root, "previous")
+        if old == version and sha256 is not None and (
+                installed_sha256(root, old) not in (None, sha256.lower())):
+            raise ToolError(f"release {version} is current with other bytes (sha256 "
+                            f"{installed_sha256(root, old)}, not {sha256.lower()})",
+                            "a version is immutable: publish the new bytes as a new version")
         if old == version:
             print(f"Release {version} is already current; nothing to do.")
             return OK
@@ -424,7 +534,7 @@ def deploy(cfg: Config, release: str, sha256: str | None = None) -> int:
             if actual != expected:
                 raise ToolError(f"checksum mismatch for {tarball.name}: expected {expected}, got "
                                 f"{actual}", "the artifact is corrupt; build and upload it again")
-            install_release(root, tarball, inspect_release(tarball, version), version)
+            install_release(root, tarball, inspect_release(tarball, version), version, actual)
         code = go_live(cfg, "deploy", version, old, old_previous)
         if removed := prune(root, cfg.keep_releases):
             print(f"Removed old releases: {', '.join(removed)}")
@@ -529,14 +639,31 @@ def _run(argv: list[str] | None, prog: str, doc: str,
 
 def deploy_main(argv: list[str] | None = None) -> int:
     def setup(p: argparse.ArgumentParser) -> None:
-        p.add_argument("release", metavar="VERSION|PATH", help="a version in the bucket, or "
-                       "a path to choiros-<version>.tar.gz (has a / or ends in .tar.gz)")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("release", metavar="VERSION|PATH", nargs="?", help="a version in the "
+                          "bucket, or a path to choiros-<version>.tar.gz (has a / or ends in "
+                          ".tar.gz)")
+        what.add_argument("--wanted", action="store_true", help=f"deploy the stack's wanted "
+                          f"release ({WANTED_KEY} in the artifacts bucket; none set: nothing "
+                          "to do)")
+        what.add_argument("--status", action="store_true", help="print what runs, as JSON "
+                          "({current, previous: {version, sha256}}); changes nothing")
         p.add_argument("--sha256", metavar="HEX", help="expected checksum (default: .sha256 file)")
+
+    def action(cfg: Config, a: argparse.Namespace) -> int:
+        if a.status:
+            print(json.dumps(status(cfg.app_root), sort_keys=True))
+            return OK
+        if a.wanted:
+            if a.sha256:
+                raise ToolError("--wanted takes its sha256 from the pointer", "drop --sha256",
+                                USAGE)
+            return deploy_wanted(cfg)
+        return deploy(cfg, a.release, a.sha256)
 
     os.umask(0o022)
     return _run(argv, "choiros-deploy", "Deploy a ChoirOS release: check, unpack, switch, "
-                "restart, health-check;\nswitch back when it is unhealthy.",
-                lambda cfg, a: deploy(cfg, a.release, a.sha256), setup)
+                "restart, health-check;\nswitch back when it is unhealthy.", action, setup)
 
 
 def rollback_main(argv: list[str] | None = None) -> int:

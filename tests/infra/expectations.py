@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from choiros_infra.release_store import ReleaseError, ReleaseStore, WantedRelease
+from choiros_infra.stack_target import StackTarget
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for, target_for
 from infra.config import load_stack_file
 from infra.user_data import bucket_names, host_spec
@@ -57,6 +59,18 @@ class Expectations:
     rendering: Rendering
     spec: HostSpec
     tls_mode: str
+    releases: ReleaseStore
+
+    @functools.cached_property
+    def wanted(self) -> WantedRelease | None:
+        """The stack's wanted release, read from its artifacts bucket (not from the host):
+        what the host must run. None: the stack wants none yet. Unreadable: the check fails
+        with the reason, it is never taken as a pass."""
+        try:
+            return self.releases.wanted()
+        except ReleaseError as e:
+            raise AssertionError(f"cannot read the stack's wanted release: {e.problem} "
+                                 f"(Try: {e.fix})") from None
 
     @property
     def scheme(self) -> str:
@@ -115,5 +129,6 @@ def load_expectations(stack_file: Path, target: str, account: str | None) -> Exp
     rendering = rendering_for(cfg, choice, account_id)
     names = bucket_names(cfg, account_id)
     tls_mode = target_for(choice).tls_mode or cfg.tls_mode
+    target_of = StackTarget(stack_file, cfg, choice, account_id, names.artifacts)
     return Expectations(rendering=rendering, spec=host_spec(cfg, names.artifacts, names.backups),
-                        tls_mode=tls_mode)
+                        tls_mode=tls_mode, releases=target_of.releases())

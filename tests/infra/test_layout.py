@@ -3,6 +3,8 @@ their modes and owners (one ``stat`` for all of them)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from expectations import APP_ROOT, APP_USER, CONFIG_DIR, Expectations
 from host_facts import FileFacts, read_file_facts
@@ -30,9 +32,11 @@ def layout(host: Host) -> dict[str, FileFacts]:
 
 @pytest.fixture
 def deployed(expected: Expectations) -> str:
-    if expected.spec.app_version is None:
-        pytest.skip("the stack sets no app_version: nothing deployed at first boot")
-    return expected.spec.app_version
+    """The wanted release's version; a stack that wants none has nothing to check here
+    (test_the_host_runs_the_wanted_release proves that nothing is deployed then)."""
+    if expected.wanted is None:
+        pytest.skip("the stack wants no release yet: nothing deployed")
+    return expected.wanted.version
 
 
 @pytest.mark.parametrize("path", list(LAYOUT))
@@ -49,10 +53,26 @@ def test_path_kind_mode_and_owner(layout: dict[str, FileFacts], path: str) -> No
         f"{path}: observed {' '.join(observed)}, expected {kind} {mode:04o} {ownership}")
 
 
+def test_the_host_runs_the_wanted_release(host: Host, expected: Expectations) -> None:
+    """Runbook: 20-deployment/03-application-release.md#verify
+
+    The host runs the stack's wanted release (the pointer in its artifacts bucket), deployed
+    with the wanted sha256; a stack that wants none has no release deployed.
+    """
+    wanted = expected.wanted
+    status = json.loads(host.check_output("choiros-deploy --status"))
+    if wanted is None:
+        assert status["current"] is None, f"the stack wants no release, the host runs {status}"
+        return
+    assert status["current"] == {"version": wanted.version, "sha256": wanted.sha256}, (
+        f"the host runs {status['current']}, the stack wants {wanted.version} "
+        f"(sha256 {wanted.sha256})")
+
+
 def test_current_points_at_the_deployed_release(host: Host, deployed: str) -> None:
     """Runbook: 90-reference/host-reference.md#paths
 
-    The current symlink points at releases/<app_version>.
+    The current symlink points at releases/<the wanted version>.
     """
     current = host.file(f"{APP_ROOT}/current")
     assert current.is_symlink, f"{APP_ROOT}/current is not a symlink"
@@ -77,10 +97,14 @@ def test_current_release_is_complete(host: Host, deployed: str, name: str,
 def test_releases_are_pruned(host: Host, expected: Expectations) -> None:
     """Runbook: 20-deployment/03-application-release.md#b-deploy-it
 
-    At most keep_releases releases are kept.
+    At most keep_releases releases are kept, each with its checksum record beside it, and
+    no record outlives its release.
     """
-    releases = host.file(f"{APP_ROOT}/releases").listdir()
+    entries = host.file(f"{APP_ROOT}/releases").listdir()
+    releases = [e for e in entries if host.file(f"{APP_ROOT}/releases/{e}").is_directory]
     assert len(releases) <= expected.spec.keep_releases, releases
+    assert sorted(set(entries) - set(releases)) == sorted(f"{r}.sha256" for r in releases), (
+        entries)
 
 
 def test_database_belongs_to_the_backend(layout: dict[str, FileFacts], deployed: str) -> None:

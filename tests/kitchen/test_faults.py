@@ -26,12 +26,12 @@ from guest_data import metric_points, small_filesystem
 from choiros_infra.diagnose import SECTIONS
 from choiros_infra.diagnose_cmd import execute as diagnose
 from choiros_infra.host_access import HostAccess
-from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.kitchen_stack import publish_stand_in, stack_up
+from choiros_infra.release_store import ReleaseStore
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
-from kitchen.release import build_release, upload_release
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
 
@@ -131,9 +131,9 @@ def test_caddy_stopped_is_reported_unhealthy_and_publishes_healthy_0(
 def test_a_release_that_fails_its_health_check_is_rolled_back(
         host: HostState, cfg: StackConfig, tmp_path: Path) -> None:
     version = f"9.0.{secrets.randbelow(1000)}-bad"
-    tarball = build_release(version, tmp_path, unhealthy=True)
-    upload_release(cloud.aws_client("s3", cfg.region),
-                   bucket_names(cfg, KITCHEN_ACCOUNT).artifacts, tarball)
+    publish_stand_in(ReleaseStore(cloud.aws_client("s3", cfg.region),
+                                  bucket_names(cfg, KITCHEN_ACCOUNT).artifacts),
+                     version, tmp_path, unhealthy=True)
     before = guest(host, "readlink", "/opt/choiros/current").stdout.strip()
     done = guest(host, "choiros-deploy", version, timeout=300)
     assert done.returncode == 1, f"exit {done.returncode}: {done.stdout}{done.stderr}"

@@ -2,8 +2,9 @@
 are not readable yet when the converge starts. The converge retries, and the host converges.
 
 The kitchen cloud starts with the stack's buckets only. A watcher publishes the artifacts (and
-the release) once the host has failed to fetch them twice, and writes the SSM parameter a while
-after the host installed its tools, so the secrets unit fails a few reads first.
+the stack's wanted release) once the host has failed to fetch them twice, and writes the SSM
+parameter a while after the host installed its tools, so the secrets unit fails a few reads
+first.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from choiros_infra.kitchen_stack import load_kitchen_stack, replica_of, test_secret_value
+from choiros_infra.kitchen_stack import (
+    FIRST_RELEASE,
+    publish_stand_in,
+    replica_of,
+)
+from choiros_infra.kitchen_stack import test_secret_value as secret_value
+from choiros_infra.release_store import ReleaseStore
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
-from infra.config import StackConfig
+from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from kitchen.artifacts import publish_artifacts
 from kitchen.paths import HostPaths
-from kitchen.release import build_release, upload_release
 from provisioning.render import published_artifacts
 
 pytestmark = pytest.mark.kitchen
@@ -61,13 +67,14 @@ class LateCloud(threading.Thread):
             _wait("two failed fetches",
                   lambda: self._log().count("choiros-retry: fetching the artifacts failed") >= 2)
             publish_artifacts(s3, names.artifacts, published_artifacts())
-            assert self.cfg.app_version is not None
+            store = ReleaseStore(s3, names.artifacts)
             with tempfile.TemporaryDirectory(prefix="choiros-release-") as out:
-                upload_release(s3, names.artifacts, build_release(self.cfg.app_version, Path(out)))
+                sha256 = publish_stand_in(store, FIRST_RELEASE, Path(out))
+            store.set_wanted(FIRST_RELEASE, sha256, since=None, verified=True)
             _wait("the tools installed",
                   lambda: (self.rootfs / "usr/local/lib/choiros/choiros_host.py").exists())
             time.sleep(SECRETS_DELAY)
-            cloud.seed_cloud(parameters={p: test_secret_value(p) for p in self.cfg.secrets},
+            cloud.seed_cloud(parameters={p: secret_value(p) for p in self.cfg.secrets},
                              region=self.cfg.region)
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -76,7 +83,7 @@ class LateCloud(threading.Thread):
 @pytest.fixture
 def late_stack(stack_file: Path, tmp_path: Path) -> Iterator[Path]:
     """The throwaway stack with a parameter of its own, absent from the kitchen cloud."""
-    cfg = load_kitchen_stack(stack_file)
+    cfg = load_stack_file(stack_file)
     own = f"/choiros/{cfg.stack}/OPENAI_API_KEY"
     path = tmp_path / stack_file.name
     path.write_text(stack_file.read_text().replace("/choiros/example/OPENAI_API_KEY", own))
@@ -88,7 +95,7 @@ def late_stack(stack_file: Path, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_host_whose_artifacts_and_secrets_come_late_still_converges(late_stack: Path) -> None:
-    cfg = load_kitchen_stack(late_stack)
+    cfg = load_stack_file(late_stack)
     assert cfg.secrets and all(cfg.stack in p for p in cfg.secrets)
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     name = f"kt-late-{secrets.token_hex(2)}"
@@ -116,7 +123,7 @@ def test_a_host_whose_artifacts_and_secrets_come_late_still_converges(late_stack
                                              "http://127.0.0.1:8080/health"])
         assert health.returncode == 0 and '"healthy"' in health.stdout, health
         env = lifecycle.exec_in(st.name, ["cat", "/etc/choiros/backend.env"]).stdout
-        assert test_secret_value(cfg.secrets[0]) in env
+        assert secret_value(cfg.secrets[0]) in env
 
         # Safe to run again by hand: it changes nothing and ends as before.
         again = lifecycle.exec_in(st.name, ["/usr/local/sbin/choiros-converge"], timeout=300)

@@ -7,6 +7,7 @@ import json
 import secrets
 import socket
 import subprocess
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -134,6 +135,12 @@ def test_status_json_has_the_documented_keys(main_host: HostState) -> None:
     assert set(data) == set(PUBLIC_KEYS)
     assert data["address"] == main_host.address
     assert data["state"] == "ready"
+    assert Path(data["known_hosts"]).is_file()
+    listed = CliRunner().invoke(kitchen_app, ["list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    everything = json.loads(listed.stdout)
+    assert data in everything["hosts"]
+    assert everything["cloud"]["state"] == "running"
 
 
 def test_same_name_is_refused_and_leaves_the_host_alone(main_host: HostState) -> None:

@@ -5,6 +5,9 @@ check named in the report. One host for the module; each case restores the host 
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -78,16 +81,38 @@ def test_verify_passes_on_a_fresh_kitchen(host: HostState, tmp_path: Path,
         [str(PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"), "verify",
          "--host", f"ssh://{host.ssh_user}@{host.address}", "--ssh-key", host.ssh_key,
          "--known-hosts", host.known_hosts, "--stack-file", str(stack_file),
-         "--target", "kitchen", "--junit", str(junit), "--report", str(report)],
+         "--target", "kitchen", "--junit", str(junit), "--report", str(report),
+         "--json", str(tmp_path / "checks.json")],
         capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checks = read_junit(junit)
     assert len(checks) >= 150
     assert not failed(checks)
+    as_json = json.loads((tmp_path / "checks.json").read_text())
+    assert len(as_json["checks"]) == len(checks) == as_json["counts"]["total"]
+    assert {c["status"] for c in as_json["checks"]} <= {"passed", "skipped"}
     text = report.read_text()
     assert "**PASSED**: 0 of" in text
     assert "30-operations/04-security.md" in text  # suites grouped by their runbook
     assert "50-testing/expect-grammar.md" in text  # runbook statements in the same run
+
+
+def test_a_kitchen_host_key_never_reaches_the_operators_known_hosts(
+        host: HostState, stack_file: Path) -> None:
+    """Without --known-hosts, verify checks a kitchen host against that host's own file; the
+    next kitchen host at the same address must not look like a changed host key."""
+    known = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh" / "known_hosts"
+    before = known.read_text() if known.exists() else None
+    result = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"), "verify",
+         "--host", f"ssh://{host.ssh_user}@{host.address}", "--ssh-key", host.ssh_key,
+         "--stack-file", str(stack_file), "--target", "kitchen", "--",
+         "-k", "test_the_host_runs_the_wanted_release"],
+        capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = known.read_text() if known.exists() else None
+    assert after == before, f"{known} changed"
+    assert host.address not in (after or "")
 
 
 def test_a_hand_edited_managed_file_fails_by_path(host: HostState, tmp_path: Path,

@@ -16,7 +16,6 @@ BASE: dict[str, Any] = {
     "admin_cidrs": ["203.0.113.7/32"],
     "ssh_public_key": ED25519_KEY,
     "secrets": ["/choiros/example/OPENAI_API_KEY"],
-    "app_version": "1.0.0",
 }
 
 

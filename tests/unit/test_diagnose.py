@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from choiros_infra import diagnose
+from choiros_infra import diagnose, diagnose_cmd
+from choiros_infra.cli import app
 from choiros_infra.diagnose import SECTIONS, Probe, Result, collect, render_markdown
 from choiros_infra.host_access import HostAccess
 
@@ -77,3 +79,20 @@ def test_the_ssh_runner_quotes_the_command_and_runs_it_through_sudo(
     assert argv[:3] == ["ssh", "-F", str(config)] and "admin@10.0.0.1" in argv
     assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "tail", "-n", "5",
                                      "/opt/choiros/a b.log", "2>&1"]
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    ("missing/diagnose.md", "does not exist"),
+    (".", "is a directory"),
+])
+def test_a_bad_out_path_is_refused_before_anything_is_collected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, says: str) -> None:
+    contacted: list[object] = []
+    monkeypatch.setattr(diagnose_cmd, "check_reachable", contacted.append)
+    monkeypatch.setattr(diagnose_cmd, "collect", contacted.append)
+    code = diagnose_cmd.execute(HostAccess("ssh://admin@10.213.9.2", ssh_config=tmp_path / "c"),
+                                tmp_path / out)
+    assert code == 2 and contacted == []
+    result = CliRunner().invoke(app, ["diagnose", "--host", "ssh://admin@10.213.9.2",
+                                      "--out", str(tmp_path / out)])
+    assert result.exit_code == 2 and says in result.output and "Try:" in result.output

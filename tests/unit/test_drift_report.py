@@ -30,6 +30,7 @@ from choiros_infra.drift import (
     summarise_preview,
 )
 from choiros_infra.verify_report import read_junit
+from infra.config import ConfigError, stack_name_of
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +117,8 @@ def test_kitchen_and_missing_credentials_are_not_checked() -> None:
         return "/usr/bin/pulumi"
 
     assert drift.cloud_precondition("kitchen", which=found) == "target kitchen has no cloud stack"
+    assert drift.cloud_precondition("kitchen", which=lambda _: None) == (
+        "target kitchen has no cloud stack"), "the kitchen's reason, with or without a CLI"
     missing = drift.cloud_precondition("aws", which=found, credentials=lambda: False)
     assert missing is not None and missing.startswith("no Pulumi credentials")
     assert drift.cloud_precondition("aws", which=found, credentials=lambda: True) is None
@@ -131,8 +134,9 @@ def test_credentials_from_env_or_login(tmp_path: Path) -> None:
 
 
 def test_the_stack_name_comes_from_the_stack_file() -> None:
-    assert drift_cmd.stack_name_of(Path("Pulumi.production.yaml")) == "production"
-    assert drift_cmd.stack_name_of(Path("stack.yaml")) is None
+    assert stack_name_of(Path("Pulumi.production.yaml")) == "production"
+    with pytest.raises(ConfigError, match="is not named like a stack file"):
+        stack_name_of(Path("stack.yaml"))
 
 
 # --- host and docs from one verify run ---------------------------------------------------------
@@ -245,7 +249,7 @@ def test_the_report_names_each_drifted_resource() -> None:
 def test_drift_without_host_with_a_recorded_preview(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     recorded = RecordedPreview.load(FIXTURES / "drift_expect_no_changes.json")
-    code = drift_cmd.run_drift(stack_file=STACK_FILE, stack="production", target="aws",
+    code = drift_cmd.run_drift(stack_file=STACK_FILE, stack="example", target="aws",
                                host=None, report=tmp_path / "drift.md", as_json=True,
                                runner=recorded)
     data = json.loads(capsys.readouterr().out)
@@ -262,7 +266,7 @@ def test_drift_cli_says_cloud_not_checked_and_exits_2_when_nothing_ran(
     result = CliRunner().invoke(app, ["drift", "--stack-file", str(STACK_FILE),
                                       "--target", "kitchen"])
     assert result.exit_code == 2, result.output
-    assert "cloud: not checked (no Pulumi CLI)" in result.output
+    assert "cloud: not checked (target kitchen has no cloud stack)" in result.output
     assert "host: not checked (no --host given)" in result.output
 
 
@@ -324,3 +328,12 @@ def test_an_unexpected_error_from_the_runner_is_failed() -> None:
     cloud = drift_cmd.check_cloud("production", "aws", STACK_FILE, broken)
     assert (cloud.checked, cloud.outcome) == (True, "failed")
     assert "summary event never found" in cloud.reason
+
+
+def test_nothing_checkable_exits_2_with_error_and_try(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = drift_cmd.run_drift(stack_file=STACK_FILE, stack=None, target="kitchen", host=None)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Error: nothing could be checked: cloud target kitchen has no cloud stack" in err
+    assert "Try: give the host" in err

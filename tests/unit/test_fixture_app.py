@@ -6,6 +6,7 @@ directory and started through its own shebang (the system python3), on 127.0.0.1
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -14,7 +15,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,6 +35,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
+ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
+
+# choiros-deploy's umask on the host (provisioning/host_tools/choiros_host.py, deploy_main).
+DEPLOY_UMASK = 0o022
+# choiros-restore's umask (choiros_backup.py): what its in-process tests leave behind.
+RESTORE_UMASK = 0o027
 
 # Run the child with the kernel's MemoryDenyWriteExecute (PR_SET_MDWE survives execve).
 MDWE_EXEC = ("import ctypes, os, sys\n"
@@ -97,9 +103,18 @@ def start(base: Path, version: str = "7.7.7", *, unhealthy: bool = False,
           env: dict[str, str] | None = None, prefix: list[str] | None = None,
           wait: bool = True) -> Running:
     tarball = rel.build_release(version, base / "out", unhealthy=unhealthy)
-    release = base / "release"
-    with tarfile.open(tarball) as tar:
-        tar.extractall(release, filter="data")
+    # Unpacked as the host unpacks it (no tarfile extraction filters: Debian's 3.11.2 lacks them).
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    # Under choiros-deploy's umask: the modes it writes pass through the process umask, and an
+    # in-process host tool run earlier in the session (choiros-restore sets 027) leaves its own.
+    umask = os.umask(DEPLOY_UMASK)
+    try:
+        (base / "app").mkdir(exist_ok=True)
+        ch.install_release(base / "app", tarball, ch.inspect_release(tarball, version),
+                           version, digest)
+    finally:
+        os.umask(umask)
+    release = base / "app" / "releases" / version
     (base / "data").mkdir(exist_ok=True)
     (base / "cwd").mkdir(exist_ok=True)
     port = free_port()
@@ -191,8 +206,10 @@ def test_writes_nothing_outside_the_database_directory(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
                     reason="needs root and setpriv to drop to nobody")
 def test_runs_as_nobody_without_capabilities_and_with_memory_deny_write_execute() -> None:
-    """Like the hardened unit: no capabilities, only the data directory writable, no W+X."""
+    """Like the hardened unit: no capabilities, only the data directory writable, no W+X;
+    whatever umask earlier tests in this process left (choiros-restore's, here)."""
     base = Path(tempfile.mkdtemp(prefix="choiros-fixture-"))
+    umask = os.umask(RESTORE_UMASK)
     try:
         base.chmod(0o755)
         (base / "data").mkdir()
@@ -221,6 +238,7 @@ def test_runs_as_nobody_without_capabilities_and_with_memory_deny_write_execute(
         finally:
             assert running.stop() == 0
     finally:
+        os.umask(umask)
         shutil.rmtree(base)
 
 

@@ -9,7 +9,9 @@ server, so a swap is health-checked for real.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -277,6 +279,64 @@ def test_verify_only_restores_checks_and_changes_nothing(
     assert host.systemctl_calls() == []
 
 
+def test_verify_only_runs_while_a_deploy_holds_the_lock_and_copies_to_scratch(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check never blocks a deploy: --verify-only takes no lock on app_root, and its copy
+    goes to the scratch directory, not the data directory."""
+    host.write("one")
+    host.replicate("-force-snapshot")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    made: list[str] = []
+    mkdtemp = cb.tempfile.mkdtemp
+
+    def recording_mkdtemp(**kw: Any) -> str:
+        made.append(str(kw.get("dir")))
+        return mkdtemp(**kw)
+
+    monkeypatch.setattr(cb.tempfile, "mkdtemp", recording_mkdtemp)
+    before = _files(host.db.parent)
+    fd = os.open(host.cfg.app_root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a deploy in progress
+        code, out, err = host.run(cb.restore_main, "--verify-only", "--scratch", str(scratch),
+                                  capsys=capsys)
+    finally:
+        os.close(fd)
+    assert code == ch.OK, err
+    assert "the restored copy is sound" in out
+    assert made == [str(scratch)] and list(scratch.iterdir()) == []
+    assert _files(host.db.parent) == before
+
+
+def test_verify_only_refuses_a_copy_that_would_not_fit(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    host.write("one")
+    host.replicate("-force-snapshot")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cb.shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 20))
+    code, _, err = host.run(cb.restore_main, "--verify-only", "--scratch", str(tmp_path),
+                            capsys=capsys)
+    assert code == ch.REFUSED
+    assert "Error: no room to verify the backup: it needs 64 MiB free in" in err
+    assert "--scratch DIR" in err
+
+
+def test_the_default_scratch_is_off_the_data_filesystem(host: Host, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    same_fs = tmp_path / "same"
+    same_fs.mkdir()
+    monkeypatch.setattr(cb, "SCRATCH_CANDIDATES", (same_fs,))
+    with pytest.raises(ch.ToolError, match="off the data filesystem"):
+        cb.scratch_for(host.cfg, 1, None)
+    shm = Path("/dev/shm")  # a tmpfs: never the data filesystem
+    assert shm.stat().st_dev != host.db.parent.stat().st_dev
+    monkeypatch.setattr(cb, "SCRATCH_CANDIDATES", (same_fs, shm))
+    assert cb.scratch_for(host.cfg, 1, None) == shm
+
+
 def test_restore_at_a_moment_swaps_in_that_state_and_keeps_the_old_database(
         host: Host, capsys: pytest.CaptureFixture[str]) -> None:
     moments = _replica_with_history(host)
@@ -477,3 +537,14 @@ def test_the_bootstrap_runs_as_a_script_with_the_host_python(tmp_path: Path) -> 
                           timeout=60, check=False)
     assert done.returncode == 2 and done.stderr.startswith("Error: cannot read"), done.stderr
 
+
+
+def test_a_tmpfs_scratch_counts_only_the_memory_the_host_can_spare(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm is memory: a copy there must leave MEMORY_RESERVE to the backend."""
+    shm = Path("/dev/shm")
+    assert cb.in_memory(shm)
+    monkeypatch.setattr(cb, "available_memory", lambda: cb.MEMORY_RESERVE + (100 << 20))
+    assert cb.scratch_for(host.cfg, 10 << 20, shm) == shm
+    with pytest.raises(ch.ToolError, match="no room to verify the backup"):
+        cb.scratch_for(host.cfg, 50 << 20, shm)

@@ -112,7 +112,7 @@ def test_config_defaults_and_extra_keys(tmp_path: Path) -> None:
 def test_usage_errors_from_argparse_exit_2() -> None:
     done = run("choiros-deploy")
     assert done.returncode == 2
-    assert "the following arguments are required: VERSION|PATH" in done.stderr
+    assert "one of the arguments VERSION|PATH --wanted --status is required" in done.stderr
 
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")

@@ -43,6 +43,14 @@ TOOLS = REPO / "provisioning" / "host_tools"
 ch = load_module("choiros_host", TOOLS / "choiros_host.py")
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 
+def upload(s3: Any, tarball: Path) -> None:
+    """Publish a release as an operator would (tarball, then its checksum)."""
+    key = ch.release_key(tarball.name.removeprefix("choiros-").removesuffix(".tar.gz"))
+    s3.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes())
+    s3.put_object(Bucket="artifacts", Key=key + ".sha256",
+                  Body=tarball.with_name(tarball.name + ".sha256").read_bytes())
+
+
 FAKE_SYSTEMCTL = '''#!{python}
 """Fake systemctl: `restart UNIT` (re)starts $FAKE_APP_ROOT/current/sandbox on $FAKE_PORT."""
 import os, signal, socket, subprocess, sys, time
@@ -148,7 +156,12 @@ class Host:
         return tarball
 
     def releases(self) -> set[str]:
-        return {p.name for p in (self.root / "releases").iterdir()}
+        """The release directories; each has its checksum record beside it, and a pruned
+        release takes its record with it."""
+        entries = list((self.root / "releases").iterdir())
+        dirs = {p.name for p in entries if p.is_dir()}
+        assert {p.name for p in entries if not p.is_dir()} == {f"{d}.sha256" for d in dirs}
+        return dirs
 
 
 @pytest.fixture
@@ -198,7 +211,7 @@ def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    rel.upload_release(bucket, "artifacts", host.build("1.0.0"))
+    upload(bucket, host.build("1.0.0"))
 
     assert host.deploy("1.0.0") == 0
 
@@ -216,7 +229,11 @@ def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
     assert {p.stat().st_uid for p in release.rglob("*")} == {os.getuid()}
     assert b'content="1.0.0"' in (release / "dist" / "index.html").read_bytes()
     [line] = host.history()
-    assert set(line) == {"time", "action", "from", "to", "result", "reason"}
+    assert set(line) == {"time", "action", "from", "to", "sha256", "result", "reason"}
+    digest = hashlib.sha256(host.build("1.0.0").read_bytes()).hexdigest()
+    assert line["sha256"] == digest
+    assert (host.root / "releases" / "1.0.0.sha256").read_text() == (
+        f"{digest}  choiros-1.0.0.tar.gz\n")
     assert line["time"].endswith("Z")
     assert (line["action"], line["from"], line["to"], line["result"], line["reason"]) == (
         "deploy", None, "1.0.0", "ok", None)
@@ -227,7 +244,7 @@ def test_first_deploy_from_the_bucket_goes_live(host: Host, bucket: Any,
 def test_second_deploy_keeps_previous_and_same_version_is_a_noop(
         host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
     for v in ("1.0.0", "2.0.0"):
-        rel.upload_release(bucket, "artifacts", host.build(v))
+        upload(bucket, host.build(v))
     assert host.deploy("1.0.0") == 0
     assert host.deploy("2.0.0") == 0
     assert (host.link("current"), host.link("previous")) == ("releases/2.0.0", "releases/1.0.0")
@@ -292,7 +309,7 @@ BAD: dict[str, tuple[Callable[[], bytes], str]] = {
     "sandbox-not-executable": (lambda: _tar([*_without("sandbox"), _entry("sandbox", SANDBOX)]),
                                "sandbox is not executable"),
     "sandbox-empty": (lambda: _tar([*_without("sandbox"), _entry("sandbox", b"", 0o755)]),
-                      "no sandbox binary"),
+                      "sandbox is empty"),
     "sandbox-is-a-directory": (lambda: _tar([*_without("sandbox"), _entry(
         "sandbox", kind=tarfile.DIRTYPE, mode=0o755)]), "no sandbox binary"),
     "missing-index": (lambda: _tar(_without("dist/index.html")), "dist/index.html is missing"),
@@ -355,10 +372,11 @@ def test_bad_artifact_is_refused_and_the_host_is_untouched(
 
 def test_wrong_checksum_in_the_bucket_is_refused_and_the_host_is_untouched(
         host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    rel.upload_release(bucket, "artifacts", host.build("1.0.0"))
+    upload(bucket, host.build("1.0.0"))
     assert host.deploy("1.0.0") == 0
     tarball = host.build("2.0.0")
-    key, sha_key = rel.release_keys(tarball)
+    key = ch.release_key("2.0.0")
+    sha_key = key + ".sha256"
     bucket.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes()[:-100])
     bucket.put_object(Bucket="artifacts", Key=sha_key,
                       Body=tarball.with_name(tarball.name + ".sha256").read_bytes())
@@ -638,3 +656,63 @@ def test_cli_scripts_run_under_the_system_python_without_boto3(host: Host) -> No
     done = run("-c", f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import choiros_host; "
                      "print('boto3' in sys.modules)")
     assert done.stdout == "False\n"  # boto3 is only imported when AWS is used
+
+
+# ---- the stack's wanted release (first boot) and what runs (--status) ------------------------
+
+def wanted(s3: Any, version: str, sha256: str) -> None:
+    s3.put_object(Bucket="artifacts", Key=ch.WANTED_KEY,
+                  Body=json.dumps({"version": version, "sha256": sha256, "verified": True}))
+
+
+def test_wanted_with_no_pointer_deploys_nothing(host: Host, bucket: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(host.root)
+    assert host.deploy("--wanted") == 0
+    assert "No wanted release is set" in capsys.readouterr().out
+    assert snapshot(host.root) == before and host.restarts() == 0
+
+
+def test_wanted_deploys_the_pointer_and_status_reports_it(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    for v in ("1.0.0", "2.0.0"):
+        upload(bucket, host.build(v))
+    digest = {v: hashlib.sha256(host.build(v).read_bytes()).hexdigest() for v in ("1.0.0", "2.0.0")}
+    wanted(bucket, "1.0.0", digest["1.0.0"])
+    assert host.deploy("--wanted") == 0
+    wanted(bucket, "2.0.0", digest["2.0.0"])
+    assert host.deploy("--wanted") == 0
+    capsys.readouterr()
+    assert host.deploy("--status") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "current": {"version": "2.0.0", "sha256": digest["2.0.0"]},
+        "previous": {"version": "1.0.0", "sha256": digest["1.0.0"]}}
+    assert [h["sha256"] for h in host.history()] == [digest["1.0.0"], digest["2.0.0"]]
+
+
+def test_a_pointer_whose_sha256_is_not_the_releases_is_refused(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    upload(bucket, host.build("1.0.0"))
+    wanted(bucket, "1.0.0", "0" * 64)
+    before = snapshot(host.root)
+    assert host.deploy("--wanted") == 3
+    assert "the bucket's checksum of 1.0.0 is not --sha256" in capsys.readouterr().err
+    assert snapshot(host.root) == before
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"version": "../x", "sha256": "' + b"0" * 64
+                                  + b'"}', b'{"version": "1.0.0", "sha256": "short"}'])
+def test_a_malformed_pointer_is_refused(host: Host, bucket: Any, body: bytes,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bucket.put_object(Bucket="artifacts", Key=ch.WANTED_KEY, Body=body)
+    assert host.deploy("--wanted") == 3
+    assert "wanted-release.json" in capsys.readouterr().err
+
+
+def test_the_current_version_with_other_bytes_is_refused(
+        host: Host, bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    upload(bucket, host.build("1.0.0"))
+    assert host.deploy("1.0.0") == 0
+    capsys.readouterr()
+    assert host.deploy("1.0.0", "--sha256", "f" * 64) == 3
+    assert "is current with other bytes" in capsys.readouterr().err

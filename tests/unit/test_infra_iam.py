@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from sample_stack import stack_config
 from infra.iam import METRICS_NAMESPACE, instance_policy, parameter_arn
 from infra.preview import ACCOUNT, Declared, Recorder, one
 from infra.stack import build
+from provisioning.host_tools.choiros_host import WANTED_KEY
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +91,8 @@ def test_backups_are_reachable_only_under_the_hosts_own_prefix(
 
 @pulumi.runtime.test
 def test_artifacts_are_read_only(pulumi_mocks: Recorder) -> pulumi.Output[None]:
+    """The host reads releases and the stack's wanted release from the artifacts bucket and
+    writes nothing there: only the operator's deploy commands set the wanted release."""
     build(stack_config())
 
     def check(resources: list[Declared]) -> None:
@@ -102,6 +106,8 @@ def test_artifacts_are_read_only(pulumi_mocks: Recorder) -> pulumi.Output[None]:
         assert grants == {("s3:GetObject", f"{ARTIFACTS}/*"), ("s3:ListBucket", ARTIFACTS)}, (
             f"{policy.urn}: artifacts grants {sorted(grants)}"
         )
+        wanted = f"{ARTIFACTS}/{WANTED_KEY}"
+        assert [a for a, r in grants if fnmatch.fnmatchcase(wanted, r)] == ["s3:GetObject"]
 
     return pulumi_mocks.settled().apply(check)
 

