@@ -5,20 +5,23 @@ macOS, python/cpython#112346), and zlib, zlib-ng and ISA-L emit different deflat
 the same input and level. The user-data must be the same bytes on every operator's machine,
 or ``pulumi up`` from another laptop replaces the host. So the encoder here is fully specified
 by this module: RFC 1952 header with every field fixed (no name, mtime 0, OS 255 "unknown"),
-one RFC 1951 block with the fixed Huffman codes, LZ77 matches chosen by a deterministic
-search (hash chains of 3-byte prefixes, nearest first, one step of lazy matching). Any inflate
-decodes it; nothing in it depends on zlib, which is used for nothing here (the CRC-32 is
-``binascii.crc32``, a mathematical function).
+one RFC 1951 block, LZ77 matches chosen by a deterministic search (hash chains of 3-byte
+prefixes, nearest first, one step of lazy matching), Huffman codes built from the block's own
+symbol counts (ties broken by symbol order, lengths limited by halving the counts). Any
+inflate decodes it; nothing in it depends on zlib, which is used for nothing here (the CRC-32
+is ``binascii.crc32``, a mathematical function).
 
-It compresses less than zlib at level 9 (fixed codes, bounded search), which is fine for a
-document that stays far below EC2's 16 KB: the unit suite checks the headroom.
+It compresses a little less than zlib at level 9 (one block, bounded search): the unit suite
+checks the headroom under EC2's 16 KB.
 """
 
 from __future__ import annotations
 
 import binascii
+import heapq
 import struct
 from bisect import bisect_right
+from collections.abc import Sequence
 
 # RFC 1952 header: magic, CM=8 (deflate), FLG=0, MTIME=0, XFL=0, OS=255 (unknown).
 GZIP_HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 255])
@@ -38,6 +41,8 @@ _DIST_BASE = (1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 38
 _DIST_EXTRA = (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11,
                12, 12, 13, 13)
 _END_OF_BLOCK = 256
+# RFC 1951 3.2.7: the order in which the code-length code's lengths are sent.
+_CODE_LENGTH_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
 
 
 def _reversed(code: int, length: int) -> int:
@@ -45,21 +50,77 @@ def _reversed(code: int, length: int) -> int:
     return int(format(code, f"0{length}b")[::-1], 2)
 
 
-def _fixed_literal_code(symbol: int) -> tuple[int, int]:
-    """RFC 1951 3.2.6: the fixed literal/length code, as (bits to write, bit count)."""
-    if symbol < 144:
-        code, length = 0x30 + symbol, 8
-    elif symbol < 256:
-        code, length = 0x190 + symbol - 144, 9
-    elif symbol < 280:
-        code, length = symbol - 256, 7
-    else:
-        code, length = 0xC0 + symbol - 280, 8
-    return _reversed(code, length), length
+def code_lengths(freqs: Sequence[int], limit: int) -> list[int]:
+    """Huffman code lengths for ``freqs`` (0: unused), none longer than ``limit``.
+
+    Ties are broken by symbol order, so the lengths depend on the frequencies alone. A tree
+    deeper than ``limit`` is rebuilt from halved frequencies. At least two symbols get a code,
+    so every code is complete, which any inflate accepts."""
+    weights = list(freqs)
+    for symbol in range(len(weights)):
+        if sum(1 for w in weights if w) >= 2:
+            break
+        weights[symbol] = weights[symbol] or 1
+    while True:
+        heap: list[tuple[int, int, tuple[int, ...]]] = [
+            (w, symbol, (symbol,)) for symbol, w in enumerate(weights) if w]
+        heapq.heapify(heap)
+        lengths = [0] * len(weights)
+        order = len(weights)
+        while len(heap) > 1:
+            w1, _, first = heapq.heappop(heap)
+            w2, _, second = heapq.heappop(heap)
+            for symbol in first + second:
+                lengths[symbol] += 1
+            heapq.heappush(heap, (w1 + w2, order, first + second))
+            order += 1
+        if max(lengths) <= limit:
+            return lengths
+        weights = [(w + 1) // 2 for w in weights]
 
 
-_LITERAL_CODES = tuple(_fixed_literal_code(s) for s in range(288))
-_DIST_CODES = tuple((_reversed(d, 5), 5) for d in range(30))
+def canonical_codes(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """RFC 1951 3.2.2: the canonical code of each symbol, as (bits to write, bit count)."""
+    counts = [0] * (max(lengths) + 1)
+    for length in lengths:
+        counts[length] += 1
+    counts[0] = 0
+    next_code = [0] * (len(counts) + 1)
+    code = 0
+    for bits in range(1, len(counts)):
+        code = (code + counts[bits - 1]) << 1
+        next_code[bits] = code
+    codes = []
+    for length in lengths:
+        if length:
+            codes.append((_reversed(next_code[length], length), length))
+            next_code[length] += 1
+        else:
+            codes.append((0, 0))
+    return codes
+
+
+def _run_lengths(lengths: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Code lengths as code-length symbols (RFC 1951 3.2.7): (symbol, extra value, extra bits);
+    16 repeats the previous length 3-6 times, 17 and 18 repeat zero 3-10 and 11-138 times."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(lengths):
+        length, run = lengths[i], 1
+        while i + run < len(lengths) and lengths[i + run] == length:
+            run += 1
+        if length == 0 and run >= 3:
+            run = min(run, 138)
+            out.append((17, run - 3, 3) if run <= 10 else (18, run - 11, 7))
+            i += run
+        elif length and run >= 4:
+            repeat = min(run - 1, 6)
+            out += [(length, 0, 0), (16, repeat - 3, 2)]
+            i += 1 + repeat
+        else:
+            out.append((length, 0, 0))
+            i += 1
+    return out
 
 
 class _BitWriter:
@@ -133,21 +194,53 @@ def _tokens(data: bytes) -> list[tuple[int, int]]:
 
 
 def deflate(data: bytes) -> bytes:
-    """One final fixed-Huffman deflate block (RFC 1951) of ``data``."""
-    writer = _BitWriter()
-    writer.write(1, 1)  # BFINAL
-    writer.write(1, 2)  # BTYPE 01: fixed Huffman codes
+    """One final deflate block (RFC 1951) of ``data`` with Huffman codes built for it."""
+    symbols: list[tuple[int, int, int, int, int, int]] = []  # literal/length and distance
     for value, dist in _tokens(data):
         if dist == 0:
-            writer.write(*_LITERAL_CODES[value])
+            symbols.append((value, 0, 0, -1, 0, 0))
             continue
         index = bisect_right(_LENGTH_BASE, value) - 1
-        writer.write(*_LITERAL_CODES[257 + index])
-        writer.write(value - _LENGTH_BASE[index], _LENGTH_EXTRA[index])
         dindex = bisect_right(_DIST_BASE, dist) - 1
-        writer.write(*_DIST_CODES[dindex])
-        writer.write(dist - _DIST_BASE[dindex], _DIST_EXTRA[dindex])
-    writer.write(*_LITERAL_CODES[_END_OF_BLOCK])
+        symbols.append((257 + index, value - _LENGTH_BASE[index], _LENGTH_EXTRA[index],
+                        dindex, dist - _DIST_BASE[dindex], _DIST_EXTRA[dindex]))
+    literal_freqs, dist_freqs = [0] * 286, [0] * 30
+    for literal, _, _, dsym, _, _ in symbols:
+        literal_freqs[literal] += 1
+        if dsym >= 0:
+            dist_freqs[dsym] += 1
+    literal_freqs[_END_OF_BLOCK] += 1
+    literal_lengths = code_lengths(literal_freqs, 15)
+    dist_lengths = code_lengths(dist_freqs, 15)
+    hlit = max(i for i, n in enumerate(literal_lengths) if n) + 1
+    hdist = max(i for i, n in enumerate(dist_lengths) if n) + 1
+    runs = _run_lengths(literal_lengths[:hlit] + dist_lengths[:hdist])
+    run_freqs = [0] * 19
+    for symbol, _, _ in runs:
+        run_freqs[symbol] += 1
+    run_lengths = code_lengths(run_freqs, 7)
+    hclen = max(4, max(i for i, s in enumerate(_CODE_LENGTH_ORDER) if run_lengths[s]) + 1)
+
+    writer = _BitWriter()
+    writer.write(1, 1)  # BFINAL
+    writer.write(2, 2)  # BTYPE 10: Huffman codes in the block
+    writer.write(hlit - 257, 5)
+    writer.write(hdist - 1, 5)
+    writer.write(hclen - 4, 4)
+    for symbol in _CODE_LENGTH_ORDER[:hclen]:
+        writer.write(run_lengths[symbol], 3)
+    run_codes = canonical_codes(run_lengths)
+    for symbol, extra, bits in runs:
+        writer.write(*run_codes[symbol])
+        writer.write(extra, bits)
+    literal_codes, dist_codes = canonical_codes(literal_lengths), canonical_codes(dist_lengths)
+    for literal, extra, bits, dsym, dextra, dbits in symbols:
+        writer.write(*literal_codes[literal])
+        if dsym >= 0:
+            writer.write(extra, bits)
+            writer.write(*dist_codes[dsym])
+            writer.write(dextra, dbits)
+    writer.write(*literal_codes[_END_OF_BLOCK])
     return writer.to_bytes()
 
 

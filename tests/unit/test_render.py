@@ -323,3 +323,19 @@ def test_host_config_names_the_database_its_tables_and_the_metric() -> None:
     assert host["hostname"] == "choiros-example", "the alarm's Host dimension"
     assert host["backups_bucket"] == "choiros-example-backups"
     assert host["backup_prefix"] == "hosts/example/"
+
+
+def test_huffman_codes_are_complete_and_no_longer_than_the_limit() -> None:
+    from provisioning.deterministic_gzip import code_lengths, compress
+
+    fibonacci = [1, 1]
+    while len(fibonacci) < 30:
+        fibonacci.append(fibonacci[-1] + fibonacci[-2])
+    for freqs, limit in ((fibonacci, 15), (fibonacci[:19], 7), ([0, 5, 0], 15), ([0] * 4, 7)):
+        lengths = code_lengths(freqs, limit)
+        assert max(lengths) <= limit, lengths
+        assert sum(2.0 ** -n for n in lengths if n) == 1.0, f"incomplete code {lengths}"
+        assert all(n for f, n in zip(freqs, lengths, strict=True) if f), "a used symbol lost"
+    # Skewed data that needs the length limit still round-trips.
+    data = b"".join(bytes([i]) * fibonacci[i] for i in range(26))
+    assert gzip.decompress(compress(data)) == data
