@@ -217,3 +217,22 @@ def test_the_pack_runs_in_the_projects_venv_with_the_pinned_pulumi_policy() -> N
     assert any(r.startswith("pulumi-policy==") for r in requirements)
     entry = (PACK / "__main__.py").read_text()
     assert "PolicyPack(" in entry and "policies=POLICIES" in entry
+
+
+def test_the_pack_starts_as_pulumi_runs_it() -> None:
+    """Pulumi runs policy/__main__.py and reads the analyzer's port from its first line."""
+    import select
+    import subprocess
+    import sys
+
+    pack_process = subprocess.Popen([sys.executable, "__main__.py"], cwd=PACK,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pack_process.stdout is not None
+        ready, _, _ = select.select([pack_process.stdout], [], [], 60)
+        assert ready, "the pack printed no port within 60 s"
+        port = pack_process.stdout.readline().strip()
+        assert port.isdigit() and int(port) > 0, (port, pack_process.stderr)
+    finally:
+        pack_process.kill()
+        pack_process.wait(timeout=10)
