@@ -16,14 +16,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
 import yaml
 
-NAMESPACE = "choiros"
+from provisioning.spec import OsName, TlsMode
 
-OsName = Literal["debian-12", "ubuntu-22.04"]
-TlsMode = Literal["acme", "internal", "off"]
+NAMESPACE = "choiros"
 
 _INSTANCE_TYPE = re.compile(
     r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)(-[a-z0-9]+)?$"
@@ -180,10 +179,10 @@ def _instance_type(raw: object) -> str:
 
 
 def _os(raw: object) -> OsName:
-    if raw not in ("debian-12", "ubuntu-22.04"):
+    if raw not in get_args(OsName):
         raise ConfigError("os", raw, "is not a supported operating system",
                           "use debian-12 (the default, what the kitchen tests) or ubuntu-22.04")
-    return raw
+    return cast(OsName, raw)
 
 
 def _admin_cidrs(raw: object, allow_world: bool) -> tuple[str, ...]:
@@ -285,13 +284,13 @@ def _tags(raw: object) -> tuple[tuple[str, str], ...]:
 
 
 def _tls_mode(raw: object, domain: str | None) -> TlsMode:
-    if raw not in ("acme", "internal", "off"):
+    if raw not in get_args(TlsMode):
         raise ConfigError("tls_mode", raw, "must be acme, internal or off",
                           "leave it unset: acme when a domain is set, off otherwise")
     if raw == "acme" and domain is None:
         raise ConfigError("tls_mode", raw, "needs choiros:domain for a certificate",
                           "set choiros:domain, or use tls_mode internal or off")
-    return raw
+    return cast(TlsMode, raw)
 
 
 def _version(raw: object) -> str:
