@@ -23,7 +23,7 @@ import testinfra
 from expectations import BACKEND_PORT, OPEN_TCP_PORTS, Expectations, for_run
 from testinfra.host import Host
 
-from choiros_infra.expect.model import PortCheck, Reachable
+from choiros_infra.expect.kinds.port import PortCheck, Reachable
 from choiros_infra.expect.probes import ProbeContext
 
 HERE = Path(__file__).resolve().parent

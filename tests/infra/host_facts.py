@@ -13,6 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The parsers the runbooks' typed statements use (sshd:, ufw:, fail2ban jail): one copy, there.
+from choiros_infra.expect.kinds.fail2ban import fail2ban_jails as fail2ban_jails
+from choiros_infra.expect.kinds.sshd import sshd_effective as sshd_effective
+from choiros_infra.expect.kinds.ufw import UfwRule as UfwRule
+from choiros_infra.expect.kinds.ufw import UfwStatus as UfwStatus
+from choiros_infra.expect.kinds.ufw import ufw_status as ufw_status
+
 # Separates the two outputs of the one command that reads every managed file.
 SECTION_MARK = "--choiros-verify-sha256--"
 STAT_FORMAT = "%n|%F|%a|%U|%G"
@@ -21,54 +28,6 @@ STAT_FORMAT = "%n|%F|%a|%U|%G"
 def key_values(output: str) -> dict[str, str]:
     """``KEY=VALUE`` lines (``systemctl show``); later lines win."""
     return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-
-
-def sshd_effective(output: str) -> dict[str, list[str]]:
-    """``sshd -T``: lower-case keyword, then its value(s); repeated keywords keep every value."""
-    settings: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key:
-            settings.setdefault(key.lower(), []).append(value.strip())
-    return settings
-
-
-@dataclass(frozen=True)
-class UfwRule:
-    to: str
-    action: str
-    source: str
-
-    @property
-    def port(self) -> str:
-        """``22/tcp`` of ``22/tcp (v6)``."""
-        return self.to.split(" ", 1)[0]
-
-
-@dataclass(frozen=True)
-class UfwStatus:
-    active: bool
-    defaults: dict[str, str]  # incoming, outgoing, routed -> allow | deny | reject | disabled
-    rules: tuple[UfwRule, ...]
-
-
-_UFW_RULE = re.compile(r"^(?P<to>\S+(?: \(v6\))?)\s{2,}(?P<action>(?:ALLOW|DENY|REJECT|LIMIT)"
-                       r"(?: IN| OUT| FWD)?)\s{2,}(?P<source>.+?)\s*$")
-
-
-def ufw_status(output: str) -> UfwStatus:
-    """``ufw status verbose``."""
-    active = bool(re.search(r"^Status: active$", output, re.M))
-    defaults: dict[str, str] = {}
-    default_line = re.search(r"^Default: (.*)$", output, re.M)
-    if default_line:
-        for part in default_line.group(1).split(","):
-            match = re.match(r"\s*(\w+) \((\w+)\)", part)
-            if match:
-                defaults[match.group(2)] = match.group(1)
-    rules = tuple(UfwRule(m["to"], m["action"], m["source"])
-                  for line in output.splitlines() if (m := _UFW_RULE.match(line.strip())))
-    return UfwStatus(active, defaults, rules)
 
 
 def apt_config(output: str) -> dict[str, list[str]]:
@@ -122,12 +81,6 @@ def file_facts(output: str) -> dict[str, FileFacts]:
             old = facts[name]
             facts[name] = FileFacts(old.kind, old.mode, old.owner, old.group, digest)
     return facts
-
-
-def fail2ban_jails(output: str) -> list[str]:
-    """``fail2ban-client status``: the jail list."""
-    match = re.search(r"Jail list:\s*(.*)$", output, re.M)
-    return [j.strip() for j in match.group(1).split(",") if j.strip()] if match else []
 
 
 def logrotate_errors(output: str) -> list[str]:

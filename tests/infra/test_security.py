@@ -27,7 +27,7 @@ from host_facts import (
 from outside_connect import SharedConnects
 from testinfra.host import Host
 
-from choiros_infra.expect.probes import parse_ss_listening
+from choiros_infra.expect.kinds.port import parse_ss_listening
 
 SECURITY_ORIGIN = "-security"
 

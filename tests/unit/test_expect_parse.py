@@ -16,37 +16,22 @@ from choiros_infra.expect import (
     parse_file,
     parse_text,
 )
-from choiros_infra.expect.model import (
+from choiros_infra.expect.kinds.command import CommandCheck, ExitCode
+from choiros_infra.expect.kinds.file import FileCheck, Group, IsDirectory, Mode, Owner, SymlinkTo
+from choiros_infra.expect.kinds.http import (
     Body,
-    Check,
-    CommandCheck,
-    Exists,
-    ExitCode,
-    FileCheck,
-    Group,
     HeaderEquals,
     HeaderMatch,
     HeaderPresent,
-    Home,
     HttpCheck,
-    InGroup,
-    Installed,
-    IsDirectory,
     JsonEquals,
-    Listening,
-    Mode,
-    Owner,
-    PackageCheck,
-    PortCheck,
-    Reachable,
-    ServiceCheck,
-    ServiceState,
-    Shell,
     Status,
-    SymlinkTo,
-    TextMatch,
-    UserCheck,
 )
+from choiros_infra.expect.kinds.package import Installed, PackageCheck
+from choiros_infra.expect.kinds.port import Listening, PortCheck, Reachable
+from choiros_infra.expect.kinds.service import ServiceCheck, ServiceState
+from choiros_infra.expect.kinds.user import Home, InGroup, Shell, UserCheck
+from choiros_infra.expect.model import Check, Exists, TextMatch
 
 pytestmark = pytest.mark.unit
 
