@@ -16,6 +16,7 @@ from choiros_infra.expect import (
     parse_file,
     parse_text,
 )
+from choiros_infra.expect.kinds import KINDS
 from choiros_infra.expect.kinds.command import CommandCheck, ExitCode
 from choiros_infra.expect.kinds.file import FileCheck, Group, IsDirectory, Mode, Owner, SymlinkTo
 from choiros_infra.expect.kinds.http import (
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 GRAMMAR_DOC = REPO / "docs" / "runbooks" / "50-testing" / "expect-grammar.md"
-SUBJECTS = ("service", "port", "file", "http", "command", "user", "package")
+SUBJECTS = tuple(KINDS)
 
 SSHD = "/etc/ssh/sshd_config.d/10-choiros.conf"
 ANY_V4 = str(IPv4Address(0))  # the wildcard address, spelt so no linter thinks it is a bind
@@ -312,7 +313,7 @@ def test_grammar_document_parses_and_its_examples_are_grammar() -> None:
     examples = [
         line for block in re.findall(r"^```text\n(.*?)^```$", text, re.M | re.S)
         for line in block.splitlines()
-        if line.split(" ", 1)[0] in SUBJECTS and "|" not in line
+        if re.split(r"[ :]", line, maxsplit=1)[0] in SUBJECTS and "|" not in line
         and not _PLACEHOLDER.search(line)
     ]
     assert len(examples) >= 20
