@@ -233,6 +233,6 @@ def healthcheck(cfg: Config) -> int:
 
 def healthcheck_main(argv: list[str] | None = None) -> int:
     return _run(argv, "choiros-healthcheck", "Check /health (through Caddy and direct), the "
-                "required units, disk and memory;\nlog one JSON line and publish the health, "
-                "disk and memory metrics\nhost.json names to CloudWatch.",
+                "required units, disk and memory;\nlog one JSON line and publish Healthy, "
+                "DiskUsedPercent and MemoryUsedPercent\nto CloudWatch.",
                 lambda cfg, a: healthcheck(cfg))
