@@ -16,9 +16,14 @@ from typing import Any, Generic, TypeVar
 
 from choiros_infra.expect.grammar import Clause, Token
 from choiros_infra.expect.model import Check
-from choiros_infra.expect.probes import Outcome, ProbeContext
+from choiros_infra.expect.probes import HostCommand, Outcome, ProbeContext
 
 C = TypeVar("C", bound=Check)
+
+
+def no_commands(check: Any, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    """A kind whose probe runs nothing on the host (it reads from this machine)."""
+    return ()
 
 
 def single_valued(assertion: object) -> object:
@@ -32,7 +37,10 @@ class Kind(Generic[C]):
     ``probe(check, ctx)`` returns one Outcome per assertion, in order, and raises
     ``ProbeError`` when the host cannot be asked; ``slot(assertion)`` is the property an
     assertion states (two with the same slot in one statement are refused; None never
-    conflicts)."""
+    conflicts); ``commands(check, ctx)`` every command the probe may run on the host for
+    ``check`` in that context, read ahead in one round trip
+    by verify; a command the probe then needs and this did not list costs a round trip of
+    its own, never a wrong answer."""
 
     name: str
     check_type: type[C]
@@ -41,3 +49,4 @@ class Kind(Generic[C]):
     parse: Callable[[Sequence[Token], Sequence[Clause]], C]
     probe: Callable[[C, ProbeContext], list[Outcome]]
     slot: Callable[[Any], object] = single_valued
+    commands: Callable[[C, ProbeContext], tuple[HostCommand, ...]] = no_commands

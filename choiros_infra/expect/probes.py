@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -86,9 +87,30 @@ def text_observed(match: TextMatch, text: str) -> str:
     return excerpt(text) if text else "empty"
 
 
-def run_tool(ctx: ProbeContext, *argv: str) -> CommandResultLike:
+@dataclass(frozen=True)
+class HostCommand:
+    """One command a probe runs on the host, as testinfra's ``host.run(template, *args)``
+    takes it (``args`` quoted into the ``%s`` of ``template``). Each kind lists the commands
+    its probe will run for a check (``Kind.commands``), so that a verify can read them all in
+    one round trip before the probes ask (``choiros_infra/host_batch.py``)."""
+
+    template: str
+    args: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[str]:
+        """``host.run(*command)``: the template, then the arguments."""
+        yield self.template
+        yield from self.args
+
+
+def tool(*argv: str) -> HostCommand:
     """A fixed tool with quoted arguments, in the C locale (stable messages to parse)."""
-    return ctx.host.run("LC_ALL=C " + " ".join(["%s"] * len(argv)), *argv)
+    return HostCommand("LC_ALL=C " + " ".join(["%s"] * len(argv)), argv)
+
+
+def run_command(ctx: ProbeContext, command: HostCommand) -> CommandResultLike:
+    """``command`` run on the host through the context's testinfra host."""
+    return ctx.host.run(*command)
 
 
 def failed(what: str, result: CommandResultLike) -> ProbeError:

@@ -19,6 +19,7 @@ from choiros_infra.expect.kinds.sshd import sshd_effective as sshd_effective
 from choiros_infra.expect.kinds.ufw import UfwRule as UfwRule
 from choiros_infra.expect.kinds.ufw import UfwStatus as UfwStatus
 from choiros_infra.expect.kinds.ufw import ufw_status as ufw_status
+from choiros_infra.expect.probes import HostCommand
 
 # Separates the two outputs of the one command that reads every managed file.
 SECTION_MARK = "--choiros-verify-sha256--"
@@ -92,8 +93,7 @@ class CommandHost(Protocol):
     def run(self, command: str, *args: str) -> Any: ...
 
 
-def read_file_facts(host: CommandHost, paths: Sequence[str], *,
-                    checksums: bool = False) -> dict[str, FileFacts]:
+def file_facts_command(paths: Sequence[str], *, checksums: bool = False) -> HostCommand:
     """Stat (and hash) every path in one command; arguments quoted by testinfra."""
     marks = " ".join(["%s"] * len(paths))
     command = f"LC_ALL=C stat -c %s -- {marks}"
@@ -101,4 +101,9 @@ def read_file_facts(host: CommandHost, paths: Sequence[str], *,
     if checksums:
         command += f"; echo %s; sha256sum -- {marks}"
         args += [SECTION_MARK, *paths]
-    return file_facts(host.run(command, *args).stdout)
+    return HostCommand(command, tuple(args))
+
+
+def read_file_facts(host: CommandHost, paths: Sequence[str], *,
+                    checksums: bool = False) -> dict[str, FileFacts]:
+    return file_facts(host.run(*file_facts_command(paths, checksums=checksums)).stdout)

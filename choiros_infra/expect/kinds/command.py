@@ -19,7 +19,14 @@ from choiros_infra.expect.grammar import (
 )
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import TextMatch, quote
-from choiros_infra.expect.probes import Outcome, ProbeContext, excerpt, text_observed
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    excerpt,
+    run_command,
+    text_observed,
+)
 
 SUBJECT = 'command "COMMAND LINE"'
 FORMS = ("exit CODE", *TEXT_FORMS)
@@ -78,8 +85,13 @@ def command_line(command: str, sudo: bool) -> str:
     return _SUDO_PREFIX.sub("", command, count=1) if sudo else command
 
 
+def commands(check: CommandCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (HostCommand(command_line(check.command, ctx.sudo)),)
+
+
 def probe(check: CommandCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = ctx.host.run(command_line(check.command, ctx.sudo))
+    [command] = commands(check, ctx)
+    result = run_command(ctx, command)
     outcomes: list[Outcome] = []
     for assertion in check.expect:
         if isinstance(assertion, ExitCode):
@@ -93,4 +105,4 @@ def probe(check: CommandCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("command", CommandCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("command", CommandCheck, SUBJECT, FORMS, parse, probe, slot, commands)

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from choiros_infra.expect.grammar import Clause, Reject, Token, keyword, one_value
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, excerpt, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    excerpt,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "fail2ban jail NAME"
 FORMS = ("running", "not running",
@@ -74,18 +82,30 @@ def fail2ban_jails(output: str) -> list[str]:
     return [j.strip() for j in match.group(1).split(",") if j.strip()] if match else []
 
 
+_STATUS = tool("fail2ban-client", "status")
+
+
+def _get(jail: str, setting: str) -> HostCommand:
+    return tool("fail2ban-client", "get", jail, setting)
+
+
+def commands(check: JailCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return tuple(_STATUS if isinstance(a, JailRunning) else _get(check.jail, a.setting)
+                 for a in check.expect)
+
+
 def probe(check: JailCheck, ctx: ProbeContext) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for assertion in check.expect:
         if isinstance(assertion, JailRunning):
-            result = run_tool(ctx, "fail2ban-client", "status")
+            result = run_command(ctx, _STATUS)
             if result.rc != 0:
                 raise failed("fail2ban-client status", result)
             jails = fail2ban_jails(result.stdout)
             outcomes.append(Outcome(str(assertion), (check.jail in jails) == assertion.running,
                                     "jails " + (", ".join(jails) or "none")))
             continue
-        result = run_tool(ctx, "fail2ban-client", "get", check.jail, assertion.setting)
+        result = run_command(ctx, _get(check.jail, assertion.setting))
         value = result.stdout.strip()
         shown = (f"{assertion.setting} {value}" if result.rc == 0 else
                  f"fail2ban-client exit {result.rc}: {excerpt((result.stderr or value).strip())}")
@@ -94,4 +114,4 @@ def probe(check: JailCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("fail2ban", JailCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("fail2ban", JailCheck, SUBJECT, FORMS, parse, probe, slot, commands)

@@ -19,7 +19,15 @@ from choiros_infra.expect.grammar import (
 )
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import Exists, TextMatch, value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool, text_observed
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    text_observed,
+    tool,
+)
 
 SUBJECT = "file /ABSOLUTE/PATH"
 FORMS = ("exists", "absent", "directory", "symlink to PATH", "mode OCTAL", "owner USER",
@@ -131,9 +139,31 @@ def parse_stat(output: str) -> StatFacts:
     return StatFacts(kind, int(mode, 8), owner, group)
 
 
+def _stat_command(path: str, follow: bool) -> HostCommand:
+    return tool("stat", *(("-L",) if follow else ()), "-c", STAT_FORMAT, "--", path)
+
+
+def _readlink_command(path: str, *flags: str) -> HostCommand:
+    return tool("readlink", *flags, "--", path)
+
+
+def _cat(path: str) -> HostCommand:
+    return tool("cat", "--", path)
+
+
+def commands(check: FileCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    """The stat; what a symlink needs (read ahead: whether it is one is the answer); the
+    content when a text assertion reads it."""
+    path = check.path
+    found = [_stat_command(path, False), _readlink_command(path),
+             _readlink_command(path, "-f"), _stat_command(path, True)]
+    if any(isinstance(a, TextMatch) for a in check.expect):
+        found.append(_cat(path))
+    return tuple(found)
+
+
 def _stat(ctx: ProbeContext, path: str, follow: bool) -> StatFacts | None:
-    flags = ("-L",) if follow else ()
-    result = run_tool(ctx, "stat", *flags, "-c", STAT_FORMAT, "--", path)
+    result = run_command(ctx, _stat_command(path, follow))
     if result.rc == 0:
         return parse_stat(result.stdout)
     if "No such file or directory" in result.stderr:
@@ -142,7 +172,7 @@ def _stat(ctx: ProbeContext, path: str, follow: bool) -> StatFacts | None:
 
 
 def _readlink(ctx: ProbeContext, path: str, *flags: str) -> str:
-    result = run_tool(ctx, "readlink", *flags, "--", path)
+    result = run_command(ctx, _readlink_command(path, *flags))
     return result.stdout.strip() if result.rc == 0 else ""
 
 
@@ -185,7 +215,7 @@ def probe(check: FileCheck, ctx: ProbeContext) -> list[Outcome]:
             outcomes.append(Outcome(expected, False, "a directory"))
         else:
             if content is None:
-                result = run_tool(ctx, "cat", "--", check.path)
+                result = run_command(ctx, _cat(check.path))
                 if result.rc != 0:
                     raise failed(f"cat {check.path}", result)
                 content = result.stdout
@@ -194,4 +224,4 @@ def probe(check: FileCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("file", FileCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("file", FileCheck, SUBJECT, FORMS, parse, probe, slot, commands)

@@ -14,7 +14,15 @@ from typing import Any, Literal
 from choiros_infra.expect.grammar import Clause, Reject, Token, one_value, text_match, unknown
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import TextMatch, value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, excerpt, run_tool, text_observed
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    excerpt,
+    run_command,
+    text_observed,
+    tool,
+)
 
 SUBJECT = "http METHOD /PATH via caddy | http METHOD /PATH direct"
 FORMS = ("STATUS (e.g. 200)", "json KEY = VALUE", "header NAME = VALUE",
@@ -232,12 +240,22 @@ def fetch_via_caddy(ctx: ProbeContext, method: str, path: str) -> HttpResponse |
         connection.close()
 
 
+def _curl(ctx: ProbeContext, method: str, path: str) -> HostCommand:
+    url = ctx.direct_url.rstrip("/") + path
+    verb = ["--head"] if method == "HEAD" else ["--request", method]
+    return tool("curl", "--silent", "--show-error", "--include",
+                "--max-time", f"{ctx.http_timeout:g}", *verb, url)
+
+
+def commands(check: HttpCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    """``direct`` asks curl on the host; ``via caddy`` asks from this machine."""
+    return (_curl(ctx, check.method, check.path),) if check.via == "direct" else ()
+
+
 def fetch_direct(ctx: ProbeContext, method: str, path: str) -> HttpResponse | str:
     """The request made on the host itself with curl, to ``ctx.direct_url``."""
     url = ctx.direct_url.rstrip("/") + path
-    verb = ["--head"] if method == "HEAD" else ["--request", method]
-    result = run_tool(ctx, "curl", "--silent", "--show-error", "--include",
-                  "--max-time", f"{ctx.http_timeout:g}", *verb, url)
+    result = run_command(ctx, _curl(ctx, method, path))
     if result.rc != 0:
         return f"no response from {url} (curl exit {result.rc}: {result.stderr.strip()})"
     try:
@@ -312,4 +330,4 @@ def _header_outcome(assertion: HeaderEquals | HeaderPresent | HeaderMatch,
     return Outcome(str(assertion), ok, observed)
 
 
-KIND = Kind("http", HttpCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("http", HttpCheck, SUBJECT, FORMS, parse, probe, slot, commands)

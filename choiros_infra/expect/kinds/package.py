@@ -7,8 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from choiros_infra.expect.grammar import Clause, Token, keyword, subject_name, unknown
-from choiros_infra.expect.kind import Kind
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.kind import Kind, single_valued
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "package NAME"
 FORMS = ("installed", "not installed")
@@ -44,8 +51,13 @@ def parse(subject: Sequence[Token], clauses: Sequence[Clause]) -> PackageCheck:
     return PackageCheck(name, tuple(expect))
 
 
+def commands(check: PackageCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (tool("dpkg-query", "--show", "--showformat=${Status}\t${Version}", check.name),)
+
+
 def probe(check: PackageCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "dpkg-query", "--show", "--showformat=${Status}\t${Version}", check.name)
+    [command] = commands(check, ctx)
+    result = run_command(ctx, command)
     if result.rc == 0:
         status, _, version = result.stdout.strip().partition("\t")
         words = status.split()
@@ -59,4 +71,4 @@ def probe(check: PackageCheck, ctx: ProbeContext) -> list[Outcome]:
     return [Outcome(str(a), installed == a.present, shown) for a in check.expect]
 
 
-KIND = Kind("package", PackageCheck, SUBJECT, FORMS, parse, probe)
+KIND = Kind("package", PackageCheck, SUBJECT, FORMS, parse, probe, single_valued, commands)

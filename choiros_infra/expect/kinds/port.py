@@ -18,7 +18,14 @@ from choiros_infra.expect.grammar import (
     unknown,
 )
 from choiros_infra.expect.kind import Kind
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "port NUMBER"
 FORMS = ("open from outside", "closed from outside", "listening", "listening on ADDRESS",
@@ -109,6 +116,13 @@ def parse_ss_listening(output: str) -> list[tuple[str, int]]:
     return sockets
 
 
+_SS = tool("ss", "--numeric", "--listening", "--tcp")
+
+
+def commands(check: PortCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (_SS,) if any(isinstance(a, Listening) for a in check.expect) else ()
+
+
 def probe(check: PortCheck, ctx: ProbeContext) -> list[Outcome]:
     outcomes: list[Outcome] = []
     bound: list[str] | None = None
@@ -121,7 +135,7 @@ def probe(check: PortCheck, ctx: ProbeContext) -> list[Outcome]:
             outcomes.append(Outcome(str(assertion), is_open == assertion.open, observed))
             continue
         if bound is None:
-            result = run_tool(ctx, "ss", "--numeric", "--listening", "--tcp")
+            result = run_command(ctx, _SS)
             if result.rc != 0:
                 raise failed("ss", result)
             bound = sorted({a for a, p in parse_ss_listening(result.stdout) if p == check.port})
@@ -136,4 +150,4 @@ def probe(check: PortCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("port", PortCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("port", PortCheck, SUBJECT, FORMS, parse, probe, slot, commands)

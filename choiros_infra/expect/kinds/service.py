@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 from choiros_infra.expect.grammar import Clause, Token, keyword, subject_name, unknown
 from choiros_infra.expect.kind import Kind
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "service NAME"
 FORMS = ("enabled", "disabled", "running", "stopped", "not running")
@@ -75,9 +82,17 @@ def parse_systemctl_show(output: str) -> UnitFacts:
                      values.get("SubState", ""), values.get("UnitFileState", ""))
 
 
+def _show(name: str) -> HostCommand:
+    return tool("systemctl", "show", "--property=LoadState,ActiveState,SubState,UnitFileState",
+                "--", name)
+
+
+def commands(check: ServiceCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (_show(check.name),)
+
+
 def probe(check: ServiceCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "systemctl", "show",
-                      "--property=LoadState,ActiveState,SubState,UnitFileState", "--", check.name)
+    result = run_command(ctx, _show(check.name))
     if result.rc != 0:
         raise failed("systemctl show", result)
     unit = parse_systemctl_show(result.stdout)
@@ -97,4 +112,4 @@ def probe(check: ServiceCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("service", ServiceCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("service", ServiceCheck, SUBJECT, FORMS, parse, probe, slot, commands)

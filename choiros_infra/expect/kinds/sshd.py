@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from choiros_infra.expect.grammar import Clause, Reject, Token, no_subject, one_value
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "sshd"
 FORMS = ("KEYWORD VALUE (an `sshd -T` line, e.g. permitrootlogin no)",)
@@ -62,8 +69,15 @@ def sshd_effective(output: str) -> dict[str, list[str]]:
     return settings
 
 
+_EFFECTIVE = tool("sshd", "-T")
+
+
+def commands(check: SshdCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (_EFFECTIVE,)
+
+
 def probe(check: SshdCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "sshd", "-T")
+    result = run_command(ctx, _EFFECTIVE)
     if result.rc != 0:
         raise failed("sshd -T (needs root: verify runs with --sudo)", result)
     settings = sshd_effective(result.stdout)
@@ -75,4 +89,4 @@ def probe(check: SshdCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("sshd", SshdCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("sshd", SshdCheck, SUBJECT, FORMS, parse, probe, slot, commands)

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from choiros_infra.expect.grammar import Clause, Reject, Token, one_value, subject_name, unknown
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "timer NAME.timer"
 FORMS = ("every SPAN (OnUnitActiveSec, as systemd prints it: 1min, 1h 30min)",
@@ -85,9 +92,14 @@ def parse_timer_show(output: str) -> TimerFacts:
     return TimerFacts(values.get("LoadState", ""), values.get("Unit", ""), monotonic)
 
 
+def commands(check: TimerCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (tool("systemctl", "show", "--property=LoadState,Unit,TimersMonotonic", "--",
+                 check.name),)
+
+
 def probe(check: TimerCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "systemctl", "show", "--property=LoadState,Unit,TimersMonotonic",
-                      "--", check.name)
+    [command] = commands(check, ctx)
+    result = run_command(ctx, command)
     if result.rc != 0:
         raise failed("systemctl show", result)
     timer = parse_timer_show(result.stdout)
@@ -106,4 +118,4 @@ def probe(check: TimerCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("timer", TimerCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("timer", TimerCheck, SUBJECT, FORMS, parse, probe, slot, commands)

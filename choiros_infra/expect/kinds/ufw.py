@@ -18,7 +18,14 @@ from choiros_infra.expect.grammar import (
 )
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import value_literal
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "ufw"
 FORMS = ("active", "inactive", "default incoming|outgoing|routed allow|deny|reject|disabled",
@@ -152,8 +159,15 @@ def ufw_status(output: str) -> UfwStatus:
     return UfwStatus(active, defaults, rules)
 
 
+_STATUS = tool("ufw", "status", "verbose")
+
+
+def commands(check: UfwCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    return (_STATUS,)
+
+
 def probe(check: UfwCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "ufw", "status", "verbose")
+    result = run_command(ctx, _STATUS)
     if result.rc != 0:
         raise failed("ufw status verbose", result)
     status = ufw_status(result.stdout)
@@ -175,4 +189,4 @@ def probe(check: UfwCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("ufw", UfwCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("ufw", UfwCheck, SUBJECT, FORMS, parse, probe, slot, commands)

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from choiros_infra.expect.grammar import Clause, Token, keyword, one_value, subject_name, unknown
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.model import Exists
-from choiros_infra.expect.probes import Outcome, ProbeContext, failed, run_tool
+from choiros_infra.expect.probes import (
+    HostCommand,
+    Outcome,
+    ProbeContext,
+    failed,
+    run_command,
+    tool,
+)
 
 SUBJECT = "user NAME"
 FORMS = ("exists", "absent", "shell PATH", "home PATH", "in group GROUP", "not in group GROUP")
@@ -77,8 +84,21 @@ def slot(assertion: Exists | Shell | Home | InGroup) -> object:
     return type(assertion).__name__
 
 
+def commands(check: UserCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
+    groups = any(isinstance(a, InGroup) for a in check.expect)
+    return (_getent(check.name), *((_groups(check.name),) if groups else ()))
+
+
+def _getent(name: str) -> HostCommand:
+    return tool("getent", "passwd", "--", name)
+
+
+def _groups(name: str) -> HostCommand:
+    return tool("id", "-Gn", "--", name)
+
+
 def probe(check: UserCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_tool(ctx, "getent", "passwd", "--", check.name)
+    result = run_command(ctx, _getent(check.name))
     if result.rc not in (0, 2):
         raise failed("getent passwd", result)
     fields = result.stdout.strip().split(":") if result.rc == 0 else []
@@ -98,7 +118,7 @@ def probe(check: UserCheck, ctx: ProbeContext) -> list[Outcome]:
             outcomes.append(Outcome(expected, entry[5] == assertion.path, entry[5]))
         else:
             if groups is None:
-                listed = run_tool(ctx, "id", "-Gn", "--", check.name)
+                listed = run_command(ctx, _groups(check.name))
                 if listed.rc != 0:
                     raise failed("id -Gn", listed)
                 groups = listed.stdout.split()
@@ -108,4 +128,4 @@ def probe(check: UserCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("user", UserCheck, SUBJECT, FORMS, parse, probe, slot)
+KIND = Kind("user", UserCheck, SUBJECT, FORMS, parse, probe, slot, commands)
