@@ -35,6 +35,10 @@ ENCODING_QUERY = HostCommand("%s -c 'import locale;print(locale.getpreferredenco
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("choiros").addoption(
+        "--read-ahead", choices=("on", "off"), default="on",
+        help="off: read nothing ahead, every check asks the host itself (still counted; "
+             "bench/verify_speed.py measures the runner without read-ahead this way)")
+    parser.getgroup("choiros").addoption(
         "--read-ahead-stats", default=None, metavar="FILE",
         help="write the read-ahead's figures (planned commands, batch seconds, SSH round trips, "
              "commands asked one by one) to FILE as JSON")
@@ -72,7 +76,8 @@ def planned_commands(config: pytest.Config, items: list[pytest.Item]) -> Iterato
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
-    if _STATE not in config.stash or config.option.collectonly or not session.items:
+    if (_STATE not in config.stash or config.option.collectonly or not session.items
+            or config.getoption("read_ahead") == "off"):
         return
     state = config.stash[_STATE]
     backend = state["host"].backend
