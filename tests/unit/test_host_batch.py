@@ -9,6 +9,7 @@ python3, as verify runs it on a host through SSH.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from choiros_infra.host_batch import (
 )
 
 pytestmark = pytest.mark.unit
+pytest_plugins = ["pytester"]
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 
@@ -134,3 +136,49 @@ def test_every_runbook_probe_asks_only_what_its_kind_declared(
         assert not undeclared, f"{statement.source}: {statement.text}: asked {undeclared}"
         checked += 1
     assert checked > 200
+
+
+RUNBOOK = """\
+# Facts
+
+```expect
+file {path}: exists, contains "alpha"
+command "cat {path}": contains "alpha"
+command "echo {path} | wc -c": exit 0
+```
+"""
+
+
+def _run_with_read_ahead(pytester: pytest.Pytester,
+                         read_ahead: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    stats = pytester.path / f"stats-{read_ahead}.json"
+    result = pytester.runpytest_subprocess(
+        "docs/runbooks", "--hosts=local://", "-p", "choiros_infra.verify_batch",
+        f"--read-ahead={read_ahead}", f"--read-ahead-stats={stats}", "-q")
+    return result, json.loads(stats.read_text())
+
+
+def test_verify_plugin_reads_the_runbook_facts_in_one_round_trip(
+        pytester: pytest.Pytester) -> None:
+    """The plugin as verify loads it, on runbook items against this machine: the same results
+    with and without read-ahead, the read-ahead in one round trip for every statement."""
+    pytester.makeini("[pytest]\n")
+    root = pytester.path / "docs" / "runbooks"
+    root.mkdir(parents=True)
+    (root / "conftest.py").write_text((RUNBOOKS / "conftest.py").read_text())
+    fact = pytester.path / "fact.txt"
+    fact.write_text("alpha\n")
+    (root / "facts.md").write_text(RUNBOOK.format(path=fact))
+
+    ahead, ahead_stats = _run_with_read_ahead(pytester, "on")
+    ahead.assert_outcomes(passed=3)
+    ahead.stdout.fnmatch_lines(["host facts: * commands read in one round trip (*"])
+    assert ahead_stats["round_trips"] == 1 and ahead_stats["asked_one_by_one"] == []
+
+    each, each_stats = _run_with_read_ahead(pytester, "off")
+    each.assert_outcomes(passed=3)
+    assert each_stats["planned"] == 0 and each_stats["round_trips"] >= 4
+
+    fact.write_text("beta\n")
+    failing, _ = _run_with_read_ahead(pytester, "on")
+    failing.assert_outcomes(passed=1, failed=2)
