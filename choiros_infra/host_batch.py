@@ -35,17 +35,19 @@ HOST_WORKERS = 6
 COMMAND_TIMEOUT = 120
 
 HOST_PROGRAM = f"""\
-import base64, json, subprocess, sys, zlib
+import base64, json, subprocess, sys, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 
 def run(command):
+    started = time.monotonic()
     try:
         done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
                               capture_output=True, timeout={COMMAND_TIMEOUT})
     except subprocess.TimeoutExpired:
-        return [124, "", "timed out after {COMMAND_TIMEOUT}s (read ahead by verify)"]
+        return [124, "", "timed out after {COMMAND_TIMEOUT}s (read ahead by verify)",
+                time.monotonic() - started]
     return [done.returncode, done.stdout.decode("utf-8", "replace"),
-            done.stderr.decode("utf-8", "replace")]
+            done.stderr.decode("utf-8", "replace"), time.monotonic() - started]
 
 commands = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
 with ThreadPoolExecutor({HOST_WORKERS}) as pool:
@@ -64,6 +66,7 @@ class Answer:
     rc: int
     stdout: str
     stderr: str
+    seconds: float = 0.0  # how long the command ran on the host
 
 
 def encode_commands(commands: Sequence[str]) -> str:
@@ -75,7 +78,7 @@ def decode_answers(output: str, count: int) -> list[Answer]:
     """HOST_PROGRAM's output: one Answer per command, in order."""
     try:
         raw = json.loads(zlib.decompress(base64.b64decode(output.strip(), validate=True)))
-        answers = [Answer(int(rc), str(out), str(err)) for rc, out, err in raw]
+        answers = [Answer(int(rc), str(out), str(err), float(s)) for rc, out, err, s in raw]
     except (ValueError, TypeError, zlib.error) as e:
         raise ReadAheadError(f"unreadable answer from the host: {output[:200]!r}") from e
     if len(answers) != count:
@@ -129,9 +132,12 @@ class ReadAhead:
             self.asked.append(command)
         return found
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, slowest: int = 8) -> dict[str, Any]:
+        """The figures of the run; ``slowest``: the commands that held the batch up most."""
+        by_time = sorted(((a.seconds, c) for (_, c), a in self.answers.items()), reverse=True)
         return {"planned": self.planned, "batch_seconds": round(self.batch_seconds, 3),
-                "round_trips": self.round_trips, "asked_one_by_one": self.asked}
+                "round_trips": self.round_trips, "asked_one_by_one": self.asked,
+                "slowest": [[round(s, 3), c[:160]] for s, c in by_time[:slowest]]}
 
 
 def install(read_ahead: ReadAhead, backend_class: type) -> Any:

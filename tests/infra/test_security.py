@@ -30,18 +30,20 @@ from host_facts import (
 from outside_connect import SharedConnects
 from testinfra.host import Host
 
-from choiros_infra.expect.kinds.port import parse_ss_listening
+from choiros_infra.expect.kinds import fail2ban, sshd, ufw
+from choiros_infra.expect.kinds.port import LISTENING, parse_ss_listening
 from choiros_infra.expect.probes import HostCommand
 
 SECURITY_ORIGIN = "-security"
 JAIL_KEYS = ("bantime", "findtime", "maxretry")
 
 # What this module reads on the host, each once (verify reads them all ahead, in one round
-# trip: choiros_infra/verify_batch.py).
-SSHD_T = HostCommand("sshd -T")
-UFW_STATUS = HostCommand("ufw status verbose")
-LISTENING = HostCommand("ss --numeric --listening --tcp")
-JAILS = HostCommand("fail2ban-client status")
+# trip: choiros_infra/verify_batch.py). The facts the runbooks' typed statements also read
+# are their kinds' commands, so a verify reads each once.
+SSHD_T = sshd.EFFECTIVE
+UFW_STATUS = ufw.STATUS
+
+JAILS = fail2ban.STATUS
 APT_CONFIG = HostCommand("apt-config dump")
 SUDO_RIGHTS = HostCommand("sudo -l -U %s", (APP_USER,))
 PASSWORD_STATUS = HostCommand("passwd --status %s", (APP_USER,))
@@ -50,7 +52,7 @@ APP_GROUPS = HostCommand("id -Gn %s", (APP_USER,))
 
 
 def _jail(key: str) -> HostCommand:
-    return HostCommand("fail2ban-client get sshd %s", (key,))
+    return fail2ban.get("sshd", key)
 
 
 def _world_writable(root: str) -> HostCommand:

@@ -19,6 +19,7 @@ from expectations import (
 from host_facts import exposure, key_values
 from testinfra.host import Host
 
+from choiros_infra.expect.kinds import service
 from choiros_infra.expect.probes import HostCommand
 
 # How `systemctl show` spells a value the drop-in writes differently.
@@ -47,30 +48,24 @@ def _backend_show(expected: Expectations) -> HostCommand:
     return HostCommand("systemctl show %s -p %s", (BACKEND_UNIT, ",".join(names)))
 
 
-def _is_enabled(unit: str) -> HostCommand:
-    return HostCommand("systemctl is-enabled %s", (unit,))
-
-
-def _is_active(unit: str) -> HostCommand:
-    return HostCommand("systemctl is-active %s", (unit,))
-
-
 def host_commands(config: pytest.Config) -> list[HostCommand]:
     units = (*RUNNING_UNITS, *APT_TIMERS)
     return [_backend_show(for_run(config)), SECRETS_STATE, FAILED_UNITS, BACKEND_OWNER,
-            SYSCALL_FILTER, SECURITY_REPORT, *map(_is_enabled, units), *map(_is_active, units)]
+            SYSCALL_FILTER, SECURITY_REPORT, *map(service.show, units)]
 
 
 @dataclass(frozen=True)
 class Service:
-    """A unit as ``systemctl is-enabled`` and ``is-active`` answer (testinfra's meaning)."""
+    """A unit as ``systemctl is-enabled`` and ``is-active`` would answer (testinfra's
+    meaning), read with the runbooks' service statements' one ``systemctl show``."""
 
     is_enabled: bool
     is_running: bool
 
 
 def _service(host: Host, unit: str) -> Service:
-    return Service(host.run(*_is_enabled(unit)).rc == 0, host.run(*_is_active(unit)).rc == 0)
+    facts = service.parse_systemctl_show(host.check_output(*service.show(unit)))
+    return Service(facts.unit_file in service.ENABLED_STATES, facts.active == "active")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

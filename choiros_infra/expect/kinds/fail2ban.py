@@ -82,15 +82,16 @@ def fail2ban_jails(output: str) -> list[str]:
     return [j.strip() for j in match.group(1).split(",") if j.strip()] if match else []
 
 
-_STATUS = tool("fail2ban-client", "status")
+STATUS = tool("fail2ban-client", "status")
 
 
-def _get(jail: str, setting: str) -> HostCommand:
+def get(jail: str, setting: str) -> HostCommand:
+    """What `fail2ban-client get JAIL SETTING` prints (the host suites read it too)."""
     return tool("fail2ban-client", "get", jail, setting)
 
 
 def commands(check: JailCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
-    return tuple(_STATUS if isinstance(a, JailRunning) else _get(check.jail, a.setting)
+    return tuple(STATUS if isinstance(a, JailRunning) else get(check.jail, a.setting)
                  for a in check.expect)
 
 
@@ -98,14 +99,14 @@ def probe(check: JailCheck, ctx: ProbeContext) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for assertion in check.expect:
         if isinstance(assertion, JailRunning):
-            result = run_command(ctx, _STATUS)
+            result = run_command(ctx, STATUS)
             if result.rc != 0:
                 raise failed("fail2ban-client status", result)
             jails = fail2ban_jails(result.stdout)
             outcomes.append(Outcome(str(assertion), (check.jail in jails) == assertion.running,
                                     "jails " + (", ".join(jails) or "none")))
             continue
-        result = run_command(ctx, _get(check.jail, assertion.setting))
+        result = run_command(ctx, get(check.jail, assertion.setting))
         value = result.stdout.strip()
         shown = (f"{assertion.setting} {value}" if result.rc == 0 else
                  f"fail2ban-client exit {result.rc}: {excerpt((result.stderr or value).strip())}")

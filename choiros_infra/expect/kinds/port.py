@@ -116,11 +116,11 @@ def parse_ss_listening(output: str) -> list[tuple[str, int]]:
     return sockets
 
 
-_SS = tool("ss", "--numeric", "--listening", "--tcp")
+LISTENING = tool("ss", "--numeric", "--listening", "--tcp")
 
 
 def commands(check: PortCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
-    return (_SS,) if any(isinstance(a, Listening) for a in check.expect) else ()
+    return (LISTENING,) if any(isinstance(a, Listening) for a in check.expect) else ()
 
 
 def probe(check: PortCheck, ctx: ProbeContext) -> list[Outcome]:
@@ -135,7 +135,7 @@ def probe(check: PortCheck, ctx: ProbeContext) -> list[Outcome]:
             outcomes.append(Outcome(str(assertion), is_open == assertion.open, observed))
             continue
         if bound is None:
-            result = run_command(ctx, _SS)
+            result = run_command(ctx, LISTENING)
             if result.rc != 0:
                 raise failed("ss", result)
             bound = sorted({a for a, p in parse_ss_listening(result.stdout) if p == check.port})

@@ -82,17 +82,18 @@ def parse_systemctl_show(output: str) -> UnitFacts:
                      values.get("SubState", ""), values.get("UnitFileState", ""))
 
 
-def _show(name: str) -> HostCommand:
+def show(name: str) -> HostCommand:
+    """Everything a service statement reads of a unit (the host suites read it too)."""
     return tool("systemctl", "show", "--property=LoadState,ActiveState,SubState,UnitFileState",
                 "--", name)
 
 
 def commands(check: ServiceCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
-    return (_show(check.name),)
+    return (show(check.name),)
 
 
 def probe(check: ServiceCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_command(ctx, _show(check.name))
+    result = run_command(ctx, show(check.name))
     if result.rc != 0:
         raise failed("systemctl show", result)
     unit = parse_systemctl_show(result.stdout)

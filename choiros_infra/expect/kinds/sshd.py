@@ -69,15 +69,15 @@ def sshd_effective(output: str) -> dict[str, list[str]]:
     return settings
 
 
-_EFFECTIVE = tool("sshd", "-T")
+EFFECTIVE = tool("sshd", "-T")
 
 
 def commands(check: SshdCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
-    return (_EFFECTIVE,)
+    return (EFFECTIVE,)
 
 
 def probe(check: SshdCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_command(ctx, _EFFECTIVE)
+    result = run_command(ctx, EFFECTIVE)
     if result.rc != 0:
         raise failed("sshd -T (needs root: verify runs with --sudo)", result)
     settings = sshd_effective(result.stdout)

@@ -159,15 +159,15 @@ def ufw_status(output: str) -> UfwStatus:
     return UfwStatus(active, defaults, rules)
 
 
-_STATUS = tool("ufw", "status", "verbose")
+STATUS = tool("ufw", "status", "verbose")
 
 
 def commands(check: UfwCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
-    return (_STATUS,)
+    return (STATUS,)
 
 
 def probe(check: UfwCheck, ctx: ProbeContext) -> list[Outcome]:
-    result = run_command(ctx, _STATUS)
+    result = run_command(ctx, STATUS)
     if result.rc != 0:
         raise failed("ufw status verbose", result)
     status = ufw_status(result.stdout)
