@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -103,6 +104,10 @@ class ReadAhead:
     asked: list[str] = field(default_factory=list)  # commands not read ahead, in order
     # The backend's own run, past the answers (set by install): the batch itself goes there.
     direct: Any = None
+    # A batch under way (read_in_background): its commands, and when its answers are in.
+    pending: frozenset[tuple[tuple[str, bool, str | None], str]] = frozenset()
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
 
     def read(self, host: Any, commands: Sequence[str]) -> None:
         """Run ``commands`` (already quoted, as ``backend.quote`` makes them) on ``host`` in
@@ -125,7 +130,28 @@ class ReadAhead:
         self.planned += len(unique)
         self.batch_seconds += time.monotonic() - started
 
+    def read_in_background(self, host: Any, commands: Sequence[str]) -> None:
+        """Start :meth:`read` on a thread and return: checks that need no planned fact (HTTP
+        through Caddy, connects from outside, commands nobody planned) run meanwhile; one
+        that does waits for the answers (:meth:`answer`). A failed batch leaves ``error``
+        set and the planned commands go to the host one by one."""
+        key = backend_key(host.backend)
+        self.pending = frozenset((key, c) for c in commands)
+        self.done.clear()
+
+        def read() -> None:
+            try:
+                self.read(host, commands)
+            except ReadAheadError as e:
+                self.error = str(e)
+            finally:
+                self.done.set()
+
+        threading.Thread(target=read, name="read-ahead", daemon=True).start()
+
     def answer(self, backend: Any, command: str) -> Answer | None:
+        if (backend_key(backend), command) in self.pending:
+            self.done.wait()
         found = self.answers.get((backend_key(backend), command))
         if found is None:
             self.round_trips += 1

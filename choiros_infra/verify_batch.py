@@ -1,11 +1,12 @@
 """pytest plugin of verify: read every host fact the collected checks will ask, in one round
-trip, before the first check runs (``choiros_infra/host_batch.py`` says how).
+trip, while the first checks run (``choiros_infra/host_batch.py`` says how).
 
 ``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. After collection it
 plans the commands: each runbook statement's kind lists its probe's (``Kind.commands``), each
 tests/infra module its own (a module-level ``host_commands(config)`` returning
-``HostCommand``s), plus the runbook plugin's connection proof. It reads them in one batch and
-answers the checks' ``host.run`` from it. A batch that fails is reported in one line and the
+``HostCommand``s), plus the runbook plugin's connection proof. It reads them in one batch on
+a thread and answers the checks' ``host.run`` from it; checks that read nothing planned
+(through Caddy, from outside) run meanwhile. A batch that fails is reported in one line and the
 checks ask the host themselves, as without this plugin: never a skipped or passed check.
 
 ``--read-ahead-stats FILE`` writes what happened as JSON (``bench/verify_speed.py`` reads
@@ -25,7 +26,7 @@ import pytest
 from choiros_infra.expect.kinds import kind_of
 from choiros_infra.expect.plugin import PROOF, RunbookUsageError, probe_context, runbook_host
 from choiros_infra.expect.probes import HostCommand
-from choiros_infra.host_batch import ReadAhead, ReadAheadError, install, uninstall
+from choiros_infra.host_batch import ReadAhead, install, uninstall
 
 _STATE = pytest.StashKey[dict[str, Any]]()
 # testinfra asks the host's encoding once, to decode an output that is not ASCII.
@@ -51,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     read_ahead = ReadAhead()
     backend_class = type(host.backend)
     config.stash[_STATE] = {"read_ahead": read_ahead, "host": host, "class": backend_class,
-                            "original": install(read_ahead, backend_class), "error": None}
+                            "original": install(read_ahead, backend_class)}
 
 
 def planned_commands(config: pytest.Config, items: list[pytest.Item]) -> Iterator[HostCommand]:
@@ -83,10 +84,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     backend = state["host"].backend
     commands = [backend.quote(c.template, *c.args)
                 for c in planned_commands(config, session.items)]
-    try:
-        state["read_ahead"].read(state["host"], commands)
-    except ReadAheadError as error:
-        state["error"] = str(error)
+    state["read_ahead"].read_in_background(state["host"], commands)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -94,8 +92,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     state = config.stash[_STATE]
     read_ahead: ReadAhead = state["read_ahead"]
-    if state["error"]:
-        terminalreporter.write_line(f"host facts not read ahead ({state['error']}): every "
+    if read_ahead.error:
+        terminalreporter.write_line(f"host facts not read ahead ({read_ahead.error}): every "
                                     "check asked the host itself")
     elif read_ahead.planned:
         more = len(read_ahead.asked)
@@ -114,5 +112,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if target:
         worker = getattr(config, "workerinput", {}).get("workerid")
         path = Path(f"{target}.{worker}" if worker else target)
-        path.write_text(json.dumps({**state["read_ahead"].stats(), "error": state["error"]},
-                                   indent=2))
+        read_ahead = state["read_ahead"]
+        path.write_text(json.dumps({**read_ahead.stats(), "error": read_ahead.error}, indent=2))
