@@ -40,6 +40,12 @@ RUNBOOKS = PROJECT_ROOT / "docs" / "runbooks"
 # more than they save (see bench/verify_speed.py).
 DEFAULT_WORKERS = 4
 KITCHEN_WORKERS = 0
+# How long a connect from outside waits before the port counts as closed. ufw drops, so every
+# "closed from outside" check costs the whole timeout (they all run at once, in the
+# background). Across the internet an answer can take a second; a kitchen host is on this
+# machine's own veth link, where an open port answers in under a millisecond.
+CONNECT_TIMEOUT = 3.0
+KITCHEN_CONNECT_TIMEOUT = 1.0
 # The plugin that reads the host's facts ahead (choiros_infra/verify_batch.py).
 READ_AHEAD_PLUGIN = "choiros_infra.verify_batch"
 
@@ -74,6 +80,7 @@ class VerifyRun:
     paths: tuple[Path, ...] = (SUITES, RUNBOOKS)
     extra: tuple[str, ...] = ()
     read_ahead: bool = True
+    connect_timeout: float = CONNECT_TIMEOUT
 
     @classmethod
     def for_stack(cls, access: HostAccess, stack_file: Path, target: str, cfg: StackConfig, *,
@@ -84,7 +91,9 @@ class VerifyRun:
         return cls(access=access, stack_file=stack_file, target=target, account_id=account_id,
                    scheme=runbook_scheme(cfg, target), address=runbook_address(cfg, target),
                    workers=default_workers(target) if workers is None else workers,
-                   junit=junit, extra=extra)
+                   junit=junit, extra=extra,
+                   connect_timeout=KITCHEN_CONNECT_TIMEOUT if target == "kitchen"
+                   else CONNECT_TIMEOUT)
 
 
 def pytest_argv(run: VerifyRun) -> list[str]:
@@ -98,7 +107,7 @@ def pytest_argv(run: VerifyRun) -> list[str]:
         "-q", "-rN", "--tb=short", "--continue-on-collection-errors",
         f"--hosts={host}", "--sudo",
         f"--stack-file={run.stack_file.resolve()}", f"--target={run.target}",
-        f"--runbook-scheme={run.scheme}",
+        f"--runbook-scheme={run.scheme}", f"--connect-timeout={run.connect_timeout:g}",
         "-n", str(run.workers),
     ]
     if run.read_ahead:
