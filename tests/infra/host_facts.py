@@ -1,9 +1,10 @@
 """Typed parsers of what the host's tools print, so each suite reads a fact, not a string.
 
-Each fact is read with ONE command per module (all the properties of a unit, every managed
-file's stat and sha256 at once), and the tests parametrized over it only compare: that keeps a
-verify run to a few dozen SSH round trips for 150+ checks. Pure functions, unit-tested without
-a host (tests/unit/test_verify_facts.py).
+Each fact is read with ONE command (all the properties of a unit, every managed file's stat
+and sha256 at once), and the tests parametrized over it only compare. A suite module declares
+its commands as ``HostCommand``s in ``host_commands(config)``, and verify reads every declared
+command ahead in one SSH round trip (choiros_infra/verify_batch.py). Pure functions,
+unit-tested without a host (tests/unit/test_verify_suites.py).
 """
 
 from __future__ import annotations
