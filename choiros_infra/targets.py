@@ -1,12 +1,16 @@
-"""Choosing a rendering target by name, with the kitchen cloud's fixed addresses."""
+"""Choosing a rendering target by name, with the kitchen cloud's fixed addresses.
+
+The kitchen target is built on first use: ``render --target aws``, verify and drift of an AWS
+host never import the ``kitchen`` package (tests/unit/test_render.py holds that).
+"""
 
 from __future__ import annotations
 
 import enum
+from functools import cache
 
 from infra.config import StackConfig
 from infra.user_data import bucket_names, render_for
-from kitchen import cloud
 from provisioning.render import Rendering
 from provisioning.target import AWS, AwsEndpoint, Target, kitchen_target
 
@@ -19,14 +23,19 @@ class TargetChoice(enum.StrEnum):
     kitchen = "kitchen"
 
 
-KITCHEN = kitchen_target(
-    cloud.APT_PROXY_URL,
-    AwsEndpoint(cloud.AWS_ENDPOINT_URL, cloud.ACCESS_KEY_ID, cloud.SECRET_ACCESS_KEY),
-)
+@cache
+def kitchen() -> Target:
+    """The kitchen rendering target: the kitchen cloud's apt proxy and AWS stand-in."""
+    from kitchen import cloud  # here, not at the top: only a kitchen rendering needs it
+
+    return kitchen_target(
+        cloud.APT_PROXY_URL,
+        AwsEndpoint(cloud.AWS_ENDPOINT_URL, cloud.ACCESS_KEY_ID, cloud.SECRET_ACCESS_KEY),
+    )
 
 
 def target_for(choice: TargetChoice) -> Target:
-    return AWS if choice is TargetChoice.aws else KITCHEN
+    return AWS if choice is TargetChoice.aws else kitchen()
 
 
 def rendering_for(cfg: StackConfig, choice: TargetChoice,

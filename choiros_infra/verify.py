@@ -8,10 +8,12 @@ are read and reported is ``verify_report``.
 - Access: testinfra's ssh backend with the multiplexing ssh_config of ``host_access``: the
   reachability check opens the connection before pytest starts, every later command, from
   every xdist worker, reuses it.
-- Speed: checks read facts with one command per module (tests/infra/host_facts.py); each
-  connect from outside is made once per run and started at collection, in the background
-  (tests/infra/outside_connect.py: a closed port costs the whole connect timeout); xdist
-  workers (``-n``) run the rest side by side.
+- Speed: every host fact the checks will ask is read in ONE round trip before the first check
+  runs (``verify_batch``, ``host_batch``: the host runs the planned commands and returns JSON;
+  the checks' ``host.run`` is answered from it); each connect from outside is made once per
+  run and started at collection, in the background (tests/infra/outside_connect.py: a closed
+  port costs the whole connect timeout). xdist workers (``-n``) each read ahead for
+  themselves, so they only pay off where the outside checks dominate (a remote host).
 - Results: pytest writes JUnit, which ``verify_report`` turns into rows and a report.
 """
 
@@ -31,12 +33,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUITES = PROJECT_ROOT / "tests" / "infra"
 RUNBOOKS = PROJECT_ROOT / "docs" / "runbooks"
 
-# xdist workers by default. Against a remote host the run waits on SSH round trips, so more
-# workers than cores pay off; a kitchen host shares this machine's CPUs with the checks, and
-# beyond 2 workers their start-up (about 1 s of CPU each) eats the gain (measured on 2 cores:
-# 0 workers 10.0 s, 2: 7.9 s, 3: 7.9 s, 4: 8.3 s for 270 checks).
+# xdist workers by default. With the host's facts read ahead, a check costs no round trip;
+# what is left to wait on is the outside checks (HTTP through Caddy, TCP connects). Against a
+# remote host those are network round trips, and workers still pay off; a kitchen host is on
+# this machine, where a worker's start-up (about 1 s of CPU each) and its own read-ahead cost
+# more than they save (see bench/verify_speed.py).
 DEFAULT_WORKERS = 4
-KITCHEN_WORKERS = 2
+KITCHEN_WORKERS = 0
+# How long a connect from outside waits before the port counts as closed. ufw drops, so every
+# "closed from outside" check costs the whole timeout (they all run at once, in the
+# background). Across the internet an answer can take a second; a kitchen host is on this
+# machine's own veth link, where an open port answers in under a millisecond.
+CONNECT_TIMEOUT = 3.0
+KITCHEN_CONNECT_TIMEOUT = 1.0
+# The plugin that reads the host's facts ahead (choiros_infra/verify_batch.py).
+READ_AHEAD_PLUGIN = "choiros_infra.verify_batch"
 
 
 def runbook_scheme(cfg: StackConfig, target: str) -> Literal["http", "https"]:
@@ -68,6 +79,8 @@ class VerifyRun:
     junit: Path | None = None
     paths: tuple[Path, ...] = (SUITES, RUNBOOKS)
     extra: tuple[str, ...] = ()
+    read_ahead: bool = True
+    connect_timeout: float = CONNECT_TIMEOUT
 
     @classmethod
     def for_stack(cls, access: HostAccess, stack_file: Path, target: str, cfg: StackConfig, *,
@@ -78,7 +91,9 @@ class VerifyRun:
         return cls(access=access, stack_file=stack_file, target=target, account_id=account_id,
                    scheme=runbook_scheme(cfg, target), address=runbook_address(cfg, target),
                    workers=default_workers(target) if workers is None else workers,
-                   junit=junit, extra=extra)
+                   junit=junit, extra=extra,
+                   connect_timeout=KITCHEN_CONNECT_TIMEOUT if target == "kitchen"
+                   else CONNECT_TIMEOUT)
 
 
 def pytest_argv(run: VerifyRun) -> list[str]:
@@ -92,9 +107,11 @@ def pytest_argv(run: VerifyRun) -> list[str]:
         "-q", "-rN", "--tb=short", "--continue-on-collection-errors",
         f"--hosts={host}", "--sudo",
         f"--stack-file={run.stack_file.resolve()}", f"--target={run.target}",
-        f"--runbook-scheme={run.scheme}",
+        f"--runbook-scheme={run.scheme}", f"--connect-timeout={run.connect_timeout:g}",
         "-n", str(run.workers),
     ]
+    if run.read_ahead:
+        argv += ["-p", READ_AHEAD_PLUGIN]
     if run.account_id:
         argv.append(f"--account-id={run.account_id}")
     if run.address:

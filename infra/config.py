@@ -16,15 +16,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
 import yaml
 
-NAMESPACE = "choiros"
+from provisioning.spec import OsName, TlsMode
 
-# Only what the kitchen boots and tests: Ubuntu 22.04's Python 3.10 cannot run the host tools.
-OsName = Literal["debian-12"]
-TlsMode = Literal["acme", "internal", "off"]
+NAMESPACE = "choiros"
 
 _INSTANCE_TYPE = re.compile(
     r"^[a-z][a-z0-9-]*\d[a-z0-9-]*\.(nano|micro|small|medium|large|metal|\d*xlarge)(-[a-z0-9]+)?$"
@@ -357,13 +355,13 @@ def _tags(raw: object) -> tuple[tuple[str, str], ...]:
 
 
 def _tls_mode(raw: object, domain: str | None) -> TlsMode:
-    if raw not in ("acme", "internal", "off"):
+    if raw not in get_args(TlsMode):
         raise ConfigError("tls_mode", raw, "must be acme, internal or off",
                           "leave it unset: acme when a domain is set, off otherwise")
     if raw == "acme" and domain is None:
         raise ConfigError("tls_mode", raw, "needs choiros:domain for a certificate",
                           "set choiros:domain, or use tls_mode internal or off")
-    return raw
+    return cast(TlsMode, raw)
 
 
 # --------------------------------------------------------------------------- the parser

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import OsName
+from provisioning.spec import OsName
 
 
 @dataclass(frozen=True)

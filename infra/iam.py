@@ -24,7 +24,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-METRICS_NAMESPACE = "ChoirOS"
+from provisioning.spec import METRICS
 
 ASSUME_ROLE_POLICY = json.dumps(
     {
@@ -121,7 +121,7 @@ def instance_policy(
             "Action": "cloudwatch:PutMetricData",
             # PutMetricData has no resource-level permissions; the namespace condition scopes it.
             "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS.namespace}},
         }
     )
     return {"Version": "2012-10-17", "Statement": statements}

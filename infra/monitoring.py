@@ -2,9 +2,10 @@
 
 Every alarm is an :class:`AlarmSpec`, plain data; :func:`host_alarms` lists the built-in ones
 and :class:`Monitoring` turns each spec into a CloudWatch alarm wired to the topic. Alarms on
-what the host publishes itself in the ``ChoirOS`` namespace (:func:`backup_freshness_alarm`,
-:func:`health_alarms`: health check, disk, memory) are more specs passed in
-``MonitoringArgs.extra_alarms``: no new wiring.
+what the host publishes itself (:func:`backup_freshness_alarm`, :func:`health_alarms`: health
+check, disk, memory) are more specs passed in ``MonitoringArgs.extra_alarms``: no new wiring.
+Their metric names and thresholds come from the host contract, ``provisioning.spec``'s
+``HostMetrics`` and ``BackupPolicy``, the same values the host's tools are rendered with.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
+
+from provisioning.spec import BackupPolicy, HostMetrics
 
 
 @dataclass(frozen=True)
@@ -81,36 +84,38 @@ def host_alarms(instance_id: pulumi.Input[str]) -> list[AlarmSpec]:
     ]
 
 
-def backup_freshness_alarm(host: str, namespace: str, metric: str, stale_after_seconds: int,
-                           stale_minutes: int) -> AlarmSpec:
-    """The database backup is stale: the replica more than ``stale_after_seconds`` behind
-    every minute for ``stale_minutes`` minutes, or the host stopped publishing the metric
-    (its freshness timer publishes it every minute; missing data counts as stale)."""
+def backup_freshness_alarm(host: str, metrics: HostMetrics, policy: BackupPolicy) -> AlarmSpec:
+    """The database backup is stale: the replica more than ``policy.stale_after_seconds``
+    behind every minute for ``policy.stale_minutes`` minutes, or the host stopped publishing
+    the metric (its freshness timer publishes it every minute; missing data counts as stale)."""
+    stale_after_seconds, stale_minutes = policy.stale_after_seconds, policy.stale_minutes
+    metric = metrics.backup_age
     return AlarmSpec(
         key="backup-stale",
         description=f"The database replica in S3 has been more than {stale_after_seconds}s "
         f"behind for {stale_minutes} minutes, or {metric} stopped arriving: check "
         "choiros-litestream.service and choiros-backup-freshness.timer on the host. See the "
         "backup runbook.",
-        namespace=namespace,
+        namespace=metrics.namespace,
         metric_name=metric,
         statistic="Maximum",
         comparison_operator="GreaterThanThreshold",
         threshold=stale_after_seconds,
         period=60,
         evaluation_periods=stale_minutes,
-        dimensions={"Host": host},
+        dimensions={metrics.dimension: host},
         treat_missing_data="breaching",
     )
 
 
-def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_percent: int,
-                  memory_percent: int) -> list[AlarmSpec]:
-    """What choiros-healthcheck.timer publishes every minute (Healthy, DiskUsedPercent,
-    MemoryUsedPercent, dimension Host): unhealthy ``unhealthy_minutes`` of the last
+def health_alarms(host: str, metrics: HostMetrics, *, unhealthy_minutes: int,
+                  disk_percent: int, memory_percent: int) -> list[AlarmSpec]:
+    """What choiros-healthcheck.timer publishes every minute (``metrics.healthy``,
+    ``disk_used``, ``memory_used``): unhealthy ``unhealthy_minutes`` of the last
     ``unhealthy_minutes + 2`` minutes or not reporting at all; disk or memory above their
     thresholds for 5 minutes."""
-    on_host: dict[str, pulumi.Input[str]] = {"Host": host}
+    on_host: dict[str, pulumi.Input[str]] = {metrics.dimension: host}
+    namespace = metrics.namespace
     window = unhealthy_minutes + 2
     return [
         AlarmSpec(
@@ -118,10 +123,10 @@ def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_per
             description=f"The health check failed {unhealthy_minutes} of the last {window} "
             "minutes (/health through Caddy or direct, a required unit not running, or a "
             "full filesystem), or "
-            "Healthy stopped arriving (host down, choiros-healthcheck.timer stopped). Start "
-            "with `choiros-infra diagnose`; see the incident-response runbook.",
+            f"{metrics.healthy} stopped arriving (host down, choiros-healthcheck.timer "
+            "stopped). Start with `choiros-infra diagnose`; see the incident-response runbook.",
             namespace=namespace,
-            metric_name="Healthy",
+            metric_name=metrics.healthy,
             statistic="Minimum",
             comparison_operator="LessThanThreshold",
             threshold=1,
@@ -136,7 +141,7 @@ def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_per
             description=f"/, the data or the log filesystem has been more than "
             f"{disk_percent}% full for 5 minutes. See the capacity-planning runbook.",
             namespace=namespace,
-            metric_name="DiskUsedPercent",
+            metric_name=metrics.disk_used,
             statistic="Maximum",
             comparison_operator="GreaterThanThreshold",
             threshold=disk_percent,
@@ -149,7 +154,7 @@ def health_alarms(host: str, namespace: str, *, unhealthy_minutes: int, disk_per
             description=f"Memory use has been above {memory_percent}% for 5 minutes. See the "
             "capacity-planning runbook.",
             namespace=namespace,
-            metric_name="MemoryUsedPercent",
+            metric_name=metrics.memory_used,
             statistic="Maximum",
             comparison_operator="GreaterThanThreshold",
             threshold=memory_percent,

@@ -21,9 +21,9 @@ from infra.iam import InstanceRole, InstanceRoleArgs
 from infra.monitoring import Monitoring, MonitoringArgs, backup_freshness_alarm, health_alarms
 from infra.network import Network, NetworkArgs
 from infra.storage import Bucket, BucketArgs, bucket_name
-from infra.user_data import aws_user_data
+from infra.user_data import aws_user_data, backup_policy
 from provisioning.render import published_artifacts
-from provisioning.spec import BACKUP_AGE_METRIC, METRICS_NAMESPACE, BackupPolicy
+from provisioning.spec import METRICS
 
 # Rendering is a pure function of the config and the bucket names; plan and the tests build the
 # same stack many times in one process.
@@ -120,7 +120,6 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
         ),
         opts=on_aws,
     )
-    policy = BackupPolicy()
     monitoring = Monitoring(
         f"{cfg.name}-alarms",
         MonitoringArgs(
@@ -130,9 +129,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[Any]]:
             alert_email=cfg.alert_email,
             tags=tags,
             extra_alarms=[
-                backup_freshness_alarm(cfg.name, METRICS_NAMESPACE, BACKUP_AGE_METRIC,
-                                       policy.stale_after_seconds, policy.stale_minutes),
-                *health_alarms(cfg.name, METRICS_NAMESPACE,
+                backup_freshness_alarm(cfg.name, METRICS, backup_policy(cfg)),
+                *health_alarms(cfg.name, METRICS,
                                unhealthy_minutes=cfg.alarm_unhealthy_minutes,
                                disk_percent=cfg.alarm_disk_percent,
                                memory_percent=cfg.alarm_memory_percent),

@@ -41,9 +41,14 @@ def host_spec(cfg: StackConfig, artifacts_bucket: str, backups_bucket: str) -> H
         tls_mode=cfg.tls_mode,
         secrets=cfg.secrets,
         keep_releases=cfg.keep_releases,
-        backup=BackupPolicy(sync_interval_seconds=cfg.backup_sync_interval_seconds,
-                            retention_days=cfg.backup_retention_days),
+        backup=backup_policy(cfg),
     )
+
+
+def backup_policy(cfg: StackConfig) -> BackupPolicy:
+    """The stack's backup policy: what the host replicates with and the alarm watches."""
+    return BackupPolicy(sync_interval_seconds=cfg.backup_sync_interval_seconds,
+                        retention_days=cfg.backup_retention_days)
 
 
 def render_for(cfg: StackConfig, target: Target, artifacts_bucket: str,

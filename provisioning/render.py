@@ -24,7 +24,13 @@ from typing import Any
 import yaml
 
 from provisioning import deterministic_gzip
-from provisioning.artifacts import PINNED_BINARIES, Artifact, PinnedBinary, binary_artifact
+from provisioning.artifacts import (
+    LITESTREAM,
+    PINNED_BINARIES,
+    Artifact,
+    PinnedBinary,
+    binary_artifact,
+)
 from provisioning.files import Delivery, ManagedFile
 from provisioning.spec import (
     APP_ROOT,
@@ -32,7 +38,6 @@ from provisioning.spec import (
     BACKEND_PATHS,
     BACKEND_PORT,
     BACKEND_UNIT,
-    BACKUP_AGE_METRIC,
     CONFIG_DIR,
     DATA_DIR,
     DATABASE,
@@ -43,7 +48,7 @@ from provisioning.spec import (
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
     LOGS_DIR,
-    METRICS_NAMESPACE,
+    METRICS,
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
     RESTORE_UNIT,
@@ -135,7 +140,12 @@ def _site_health_url(tls_mode: TlsMode) -> str:
 
 
 def _host_config(spec: HostSpec, target: Target) -> str:
-    """/etc/choiros/host.json: what the host tools need to know about their stack."""
+    """/etc/choiros/host.json: what the host tools need to know about their stack.
+
+    Its keys are exactly the fields of ``host_tools/choiros_host.Config`` (``aws`` only for a
+    target with an AWS endpoint); tests/unit/test_render.py holds the two together. The metric
+    names come from :data:`provisioning.spec.METRICS`, so the tools publish what the alarms
+    watch."""
     tls_mode: TlsMode = target.tls_mode or spec.tls_mode
     config: dict[str, Any] = {
         "region": spec.region,
@@ -156,8 +166,13 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "litestream_config": LITESTREAM_CONFIG,
         "litestream_unit": LITESTREAM_UNIT,
         "sync_interval_seconds": spec.backup.sync_interval_seconds,
-        "metrics_namespace": METRICS_NAMESPACE,
-        "backup_age_metric": BACKUP_AGE_METRIC,
+        "litestream": LITESTREAM.path,
+        "metrics_namespace": METRICS.namespace,
+        "metrics_dimension": METRICS.dimension,
+        "backup_age_metric": METRICS.backup_age,
+        "healthy_metric": METRICS.healthy,
+        "disk_metric": METRICS.disk_used,
+        "memory_metric": METRICS.memory_used,
         "site_health_url": _site_health_url(tls_mode),
         "site_server_name": spec.domain or "",
         "data_dir": DATA_DIR,
@@ -202,8 +217,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "healthcheck_timer": HEALTHCHECK_TIMER,
         "fetch_artifacts": FETCH_ARTIFACTS,
         "retry": RETRY,
-        "metrics_namespace": METRICS_NAMESPACE,
-        "backup_age_metric": BACKUP_AGE_METRIC,
+        "metrics": METRICS,
         "backup": spec.backup,
         "backups_bucket": spec.backups_bucket,
         "replica_path": spec.backup_prefix.rstrip("/"),

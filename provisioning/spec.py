@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-OsName = Literal["debian-12", "ubuntu-22.04"]
+# Only what the kitchen boots and tests: Ubuntu 22.04's Python 3.10 cannot run the host tools.
+OsName = Literal["debian-12"]
 TlsMode = Literal["acme", "internal", "off"]
 
 APP_ROOT = "/opt/choiros"
@@ -31,16 +32,14 @@ RESTORE_UNIT = "choiros-restore-at-boot.service"
 FRESHNESS_UNIT = "choiros-backup-freshness.service"
 FRESHNESS_TIMER = "choiros-backup-freshness.timer"
 LITESTREAM_CONFIG = f"{CONFIG_DIR}/litestream.yml"
-METRICS_NAMESPACE = "ChoirOS"
-BACKUP_AGE_METRIC = "BackupAgeSeconds"
+LITESTREAM_BINARY = "/usr/local/bin/litestream"
 
 # The health check: every minute its timer checks /health through Caddy and directly, the
-# units that must run, disk and memory, logs one JSON line and publishes these metrics.
+# units that must run, disk and memory, logs one JSON line and publishes the HostMetrics.
 HEALTHCHECK_UNIT = "choiros-healthcheck.service"
 HEALTHCHECK_TIMER = "choiros-healthcheck.timer"
-HEALTHY_METRIC = "Healthy"
-DISK_METRIC = "DiskUsedPercent"
-MEMORY_METRIC = "MemoryUsedPercent"
+# The units the host must run: the health check reports each (host.json's required_units)
+# and is unhealthy when one is not active.
 REQUIRED_UNITS: tuple[str, ...] = (BACKEND_UNIT, "caddy.service", LITESTREAM_UNIT,
                                    "fail2ban.service", "ssh.service")
 
@@ -118,6 +117,28 @@ class BackupPolicy:
 
 
 @dataclass(frozen=True)
+class HostMetrics:
+    """The CloudWatch metrics the host publishes about itself, one dimension ``Host``.
+
+    The one place their names live: the renderer writes them into host.json (the host tools
+    publish what it says), ``infra.monitoring`` builds the alarms on them, ``infra.iam``
+    limits the instance role to the namespace and the kitchen tests read them back.
+    ``healthy``, ``disk_used`` and ``memory_used`` come from choiros-healthcheck every minute,
+    ``backup_age`` from choiros-backup-freshness.
+    """
+
+    namespace: str = "ChoirOS"
+    dimension: str = "Host"
+    healthy: str = "Healthy"
+    disk_used: str = "DiskUsedPercent"
+    memory_used: str = "MemoryUsedPercent"
+    backup_age: str = "BackupAgeSeconds"
+
+
+METRICS = HostMetrics()
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """Everything that makes a ChoirOS host, independent of where it runs."""
 
@@ -137,11 +158,6 @@ class HostSpec:
     log_rotation: LogRotation = LogRotation()
     backup: BackupPolicy = BackupPolicy()
     proxy_retry: ProxyRetry = ProxyRetry()
-
-    @property
-    def admin_user(self) -> str:
-        """The login the AMI's cloud-init creates: Debian's images say admin, Ubuntu's ubuntu."""
-        return "admin" if self.os == "debian-12" else "ubuntu"
 
     @property
     def packages(self) -> tuple[str, ...]:

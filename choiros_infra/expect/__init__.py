@@ -5,6 +5,10 @@ statement a line (grammar: ``docs/runbooks/50-testing/expect-grammar.md``). This
 them into typed, frozen checks (``parse``, pure), probes a host for each (``probes``), and runs
 them as pytest items (``plugin``, activated by ``docs/runbooks/conftest.py``).
 
+Each subject kind (``service``, ``file``, ``ufw``, ``timer``...) is one registered unit, a
+file under ``kinds/`` holding its Check type, its clause table and its probe (``kind.Kind``);
+``grammar`` holds the tokens and clause forms they share.
+
 For other code (a docs lint test, a report generator)::
 
     from choiros_infra.expect import iter_runbook_statements, lint_runbooks, parse_file

@@ -16,7 +16,14 @@ import testinfra
 
 from choiros_infra.expect.model import Statement
 from choiros_infra.expect.parse import RunbookSyntaxError, parse_text
-from choiros_infra.expect.probes import ProbeContext, ProbeError, failure_report, probe
+from choiros_infra.expect.probes import (
+    HostCommand,
+    ProbeContext,
+    ProbeError,
+    failure_report,
+    probe,
+    run_command,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,6 +39,8 @@ USAGE = (
 # testinfra's own options that shape the connection, passed on when given.
 _CONNECTION_OPTIONS = ("connection", "ssh_config", "ssh_extra_args", "ssh_identity_file",
                        "sudo", "sudo_user", "ansible_inventory", "force_ansible")
+# The first item proves the connection with it (verify reads it ahead with the rest).
+PROOF = HostCommand("true")
 _CONTEXT = pytest.StashKey["ProbeContext | RunbookUsageError | ProbeError"]()
 
 
@@ -155,7 +164,8 @@ def _context(config: pytest.Config) -> ProbeContext | RunbookUsageError | ProbeE
     return config.stash[_CONTEXT]
 
 
-def _connect(config: pytest.Config) -> ProbeContext | RunbookUsageError | ProbeError:
+def runbook_host(config: pytest.Config) -> testinfra.host.Host | RunbookUsageError:
+    """The one host ``--hosts`` names, with testinfra's connection options (no command run)."""
     hosts = [h.strip() for h in (config.getoption("hosts", None) or "").split(",") if h.strip()]
     if not hosts:
         return RunbookUsageError(USAGE)
@@ -164,17 +174,29 @@ def _connect(config: pytest.Config) -> ProbeContext | RunbookUsageError | ProbeE
                                  f"names {len(hosts)}: {', '.join(hosts)}")
     options = {name: value for name in _CONNECTION_OPTIONS
                if (value := config.getoption(name, None))}
-    try:
-        host = testinfra.get_host(hosts[0], **options)
-        proof = host.run("true")
-    except Exception as exc:
-        return ProbeError(f"cannot connect to {hosts[0]}: {type(exc).__name__}: {exc}")
-    if proof.rc != 0:
-        return ProbeError(f"`true` failed on {hosts[0]} (exit {proof.rc}): "
-                          f"{proof.stderr.strip() or proof.stdout.strip()}")
+    return testinfra.get_host(hosts[0], **options)
+
+
+def probe_context(config: pytest.Config, host: testinfra.host.Host) -> ProbeContext:
+    """How every runbook item reaches ``host`` (and what verify's read-ahead plans with)."""
     backend = host.backend
     local = backend.get_connection_type() == "local"
     address = config.getoption("runbook_address", None) or (
         "127.0.0.1" if local else str(backend.get_hostname()))
     return ProbeContext(host=host, outside_address=address, sudo=bool(backend.sudo),
                         scheme=config.getoption("runbook_scheme", "https"))
+
+
+def _connect(config: pytest.Config) -> ProbeContext | RunbookUsageError | ProbeError:
+    try:
+        host = runbook_host(config)
+        if isinstance(host, RunbookUsageError):
+            return host
+        proof = run_command(ProbeContext(host, ""), PROOF)
+    except Exception as exc:
+        return ProbeError(f"cannot connect to {config.getoption('hosts')}: "
+                          f"{type(exc).__name__}: {exc}")
+    if proof.rc != 0:
+        return ProbeError(f"`true` failed on {config.getoption('hosts')} (exit {proof.rc}): "
+                          f"{proof.stderr.strip() or proof.stdout.strip()}")
+    return probe_context(config, host)

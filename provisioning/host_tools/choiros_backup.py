@@ -27,7 +27,7 @@ choiros-restore-at-boot
   database is absent and a replica exists; with no replica (the stack's first host) it does
   nothing. Transient S3 errors are retried for BOOT_RETRY_SECONDS.
 choiros-backup-freshness
-  publishes <metrics_namespace>/<backup_age_metric> (dimension Host=<hostname>), see
+  publishes <metrics_namespace>/<backup_age_metric> (dimension <metrics_dimension>=<hostname>), see
   backup_age().
 """
 
@@ -543,13 +543,12 @@ def publish_freshness(cfg: Config) -> int:
     try:
         aws_client(cfg, "cloudwatch").put_metric_data(
             Namespace=cfg.metrics_namespace,
-            MetricData=[{"MetricName": cfg.backup_age_metric, "Value": round(age, 3),
-                         "Unit": "Seconds", "Dimensions": [{"Name": "Host", "Value": host}],
-                         "Timestamp": datetime.now(UTC)}])
+            MetricData=[cfg.metric(cfg.backup_age_metric, round(age, 3), "Seconds")])
     except _aws_errors() as e:
         raise ToolError(f"cannot publish {cfg.backup_age_metric}: {e}",
                         "check the instance role (cloudwatch:PutMetricData) and the network") from e
-    print(f"{cfg.metrics_namespace}/{cfg.backup_age_metric} Host={host}: {age:.1f}s")
+    print(f"{cfg.metrics_namespace}/{cfg.backup_age_metric} {cfg.metrics_dimension}={host}: "
+          f"{age:.1f}s")
     return OK
 
 

@@ -17,10 +17,11 @@ writes nothing). That is an outage, so it counts as unhealthy. A fuller disk sho
 only a figure: the disk-full alarm (a stack setting, not a host one, so that changing it does
 not replace the host) decides when it matters.
 
-It prints ONE JSON line (the journal keeps it) and publishes to CloudWatch, namespace
-`metrics_namespace`, dimension Host=<hostname>: Healthy (1 when both health answers are healthy
-and every required unit is active and no checked filesystem is full, else 0), DiskUsedPercent
-(the fullest of the checked filesystems), MemoryUsedPercent. Exit 0 when it published
+It prints ONE JSON line (the journal keeps it) and publishes to CloudWatch under host.json's
+names (provisioning/spec.py's HostMetrics), namespace `metrics_namespace`, dimension
+`metrics_dimension`=<hostname>: `healthy_metric` (1 when both health answers are healthy and
+every required unit is active and no checked filesystem is full, else 0), `disk_metric` (the
+fullest of the checked filesystems), `memory_metric`. Exit 0 when it published
 (healthy or not: an unhealthy host is data for the alarm, not a failure of this unit), 4 when
 it could not publish.
 """
@@ -61,9 +62,6 @@ else:
         aws_client,
     )
 
-HEALTHY_METRIC = "Healthy"
-DISK_METRIC = "DiskUsedPercent"
-MEMORY_METRIC = "MemoryUsedPercent"
 HTTP_TIMEOUT = 5.0
 FULL_BELOW_BYTES = 64 << 20
 
@@ -206,18 +204,14 @@ def check(cfg: Config, backup_age: Callable[[Config], float | None] = _backup_ag
     }
 
 
-def metrics(report: dict[str, Any]) -> list[dict[str, Any]]:
-    dims = [{"Name": "Host", "Value": report["host"]}]
-    now = datetime.now(UTC)
-    data = [{"MetricName": HEALTHY_METRIC, "Value": 1.0 if report["healthy"] else 0.0,
-             "Unit": "Count", "Dimensions": dims, "Timestamp": now}]
+def metrics(cfg: Config, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's data under host.json's metric names (healthy; disk and memory when read)."""
+    data = [cfg.metric(cfg.healthy_metric, 1.0 if report["healthy"] else 0.0, "Count")]
     disks = [v for v in report["disk_used_percent"].values() if v is not None]
     if disks:
-        data.append({"MetricName": DISK_METRIC, "Value": max(disks), "Unit": "Percent",
-                     "Dimensions": dims, "Timestamp": now})
+        data.append(cfg.metric(cfg.disk_metric, max(disks), "Percent"))
     if report["memory_used_percent"] is not None:
-        data.append({"MetricName": MEMORY_METRIC, "Value": report["memory_used_percent"],
-                     "Unit": "Percent", "Dimensions": dims, "Timestamp": now})
+        data.append(cfg.metric(cfg.memory_metric, report["memory_used_percent"], "Percent"))
     return data
 
 
@@ -226,7 +220,7 @@ def healthcheck(cfg: Config) -> int:
     errors: tuple[type[Exception], ...] = (*_aws_errors(), ToolError)
     try:
         aws_client(cfg, "cloudwatch").put_metric_data(Namespace=cfg.metrics_namespace,
-                                                      MetricData=metrics(report))
+                                                      MetricData=metrics(cfg, report))
         report["published"] = True
     except errors as e:
         report["published"] = False

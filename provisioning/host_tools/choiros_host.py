@@ -78,7 +78,11 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class Config:
-    """The host.json keys read here and by choiros_backup.py (unknown keys are ignored)."""
+    """The host.json keys read here, by choiros_backup.py and by choiros_health.py.
+
+    provisioning/render.py writes exactly these keys (tests/unit/test_render.py checks it);
+    unknown keys are ignored so that an older tool still reads a newer host.json.
+    """
 
     region: str = ""
     artifacts_bucket: str = ""
@@ -101,14 +105,29 @@ class Config:
     litestream_config: Path = Path("/etc/choiros/litestream.yml")
     litestream_unit: str = "choiros-litestream.service"
     sync_interval_seconds: float = 1.0
-    metrics_namespace: str = "ChoirOS"
-    backup_age_metric: str = "BackupAgeSeconds"
+    # What the host publishes to CloudWatch: provisioning/spec.py's HostMetrics, rendered
+    # into host.json (no default here, so that no second copy of a name can drift).
+    metrics_namespace: str = ""
+    metrics_dimension: str = ""
+    backup_age_metric: str = ""
+    healthy_metric: str = ""
+    disk_metric: str = ""
+    memory_metric: str = ""
     # choiros_health.py: /health through Caddy (Host and SNI), what must run, the disks.
     site_health_url: str = ""
     site_server_name: str = ""
     data_dir: Path = Path("/opt/choiros/data")
     logs_dir: Path = Path("/opt/choiros/logs")
     required_units: tuple[str, ...] = ()
+
+    def metric(self, name: str, value: float, unit: str) -> dict[str, Any]:
+        """One CloudWatch datum of this host (dimension ``metrics_dimension``=hostname)."""
+        if not (self.metrics_namespace and self.metrics_dimension and name):
+            raise ToolError("host.json names no metrics namespace, dimension or metric",
+                            "rerun the converge: it writes /etc/choiros/host.json", USAGE)
+        return {"MetricName": name, "Value": value, "Unit": unit, "Timestamp": datetime.now(UTC),
+                "Dimensions": [{"Name": self.metrics_dimension,
+                                "Value": self.hostname or os.uname().nodename}]}
 
     @property
     def backend_logs(self) -> str:

@@ -23,7 +23,7 @@ import testinfra
 from expectations import BACKEND_PORT, OPEN_TCP_PORTS, Expectations, for_run
 from testinfra.host import Host
 
-from choiros_infra.expect.model import PortCheck, Reachable
+from choiros_infra.expect.kinds.port import PortCheck, Reachable
 from choiros_infra.expect.probes import ProbeContext
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +41,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="rendering target the host was built with (default kitchen)")
     group.addoption("--account-id", default=None,
                     help="AWS account id of the stack (aws; default: the kitchen cloud's)")
+    group.addoption("--connect-timeout", type=float, default=outside_connect.TIMEOUT,
+                    metavar="SECONDS",
+                    help="how long a connect from outside waits for an answer before the port "
+                         f"counts as closed (default {outside_connect.TIMEOUT:g}; a firewall "
+                         "that drops costs the whole timeout)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "tests/infra check a host: pass --hosts=ssh://USER@ADDR (and --ssh-identity-file, "
             "--sudo), or run `choiros-infra verify` / `choiros-infra kitchen verify`")
-    config.stash[CONNECTS] = outside_connect.install()
+    config.stash[CONNECTS] = outside_connect.install(config.getoption("connect_timeout"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -26,6 +26,7 @@ from provisioning.spec import (
     BACKEND_UNIT,
     CONFIG_DIR,
     OPEN_TCP_PORTS,
+    REQUIRED_UNITS,
     SECRETS_UNIT,
     HostSpec,
 )
@@ -48,7 +49,8 @@ __all__ = [
 # Exposure score `systemd-analyze security` may report for the backend at most.
 MAX_BACKEND_EXPOSURE = 2.0
 
-RUNNING_UNITS = (BACKEND_UNIT, "caddy.service", "fail2ban.service", "ssh.service")
+# The units the host must run: the host contract's, the same list the health check watches.
+RUNNING_UNITS = REQUIRED_UNITS
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/10-choiros.conf"
 HARDENING_DROP_IN = f"/etc/systemd/system/{BACKEND_UNIT}.d/hardening.conf"

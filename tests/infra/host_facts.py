@@ -1,9 +1,10 @@
 """Typed parsers of what the host's tools print, so each suite reads a fact, not a string.
 
-Each fact is read with ONE command per module (all the properties of a unit, every managed
-file's stat and sha256 at once), and the tests parametrized over it only compare: that keeps a
-verify run to a few dozen SSH round trips for 150+ checks. Pure functions, unit-tested without
-a host (tests/unit/test_verify_facts.py).
+Each fact is read with ONE command (all the properties of a unit, every managed file's stat
+and sha256 at once), and the tests parametrized over it only compare. A suite module declares
+its commands as ``HostCommand``s in ``host_commands(config)``, and verify reads every declared
+command ahead in one SSH round trip (choiros_infra/verify_batch.py). Pure functions,
+unit-tested without a host (tests/unit/test_verify_suites.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The parsers the runbooks' typed statements use (sshd:, ufw:, fail2ban jail): one copy, there.
+from choiros_infra.expect.kinds.fail2ban import fail2ban_jails as fail2ban_jails
+from choiros_infra.expect.kinds.sshd import sshd_effective as sshd_effective
+from choiros_infra.expect.kinds.ufw import UfwRule as UfwRule
+from choiros_infra.expect.kinds.ufw import UfwStatus as UfwStatus
+from choiros_infra.expect.kinds.ufw import ufw_status as ufw_status
+from choiros_infra.expect.probes import HostCommand
+
 # Separates the two outputs of the one command that reads every managed file.
 SECTION_MARK = "--choiros-verify-sha256--"
 STAT_FORMAT = "%n|%F|%a|%U|%G"
@@ -21,54 +30,6 @@ STAT_FORMAT = "%n|%F|%a|%U|%G"
 def key_values(output: str) -> dict[str, str]:
     """``KEY=VALUE`` lines (``systemctl show``); later lines win."""
     return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-
-
-def sshd_effective(output: str) -> dict[str, list[str]]:
-    """``sshd -T``: lower-case keyword, then its value(s); repeated keywords keep every value."""
-    settings: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key:
-            settings.setdefault(key.lower(), []).append(value.strip())
-    return settings
-
-
-@dataclass(frozen=True)
-class UfwRule:
-    to: str
-    action: str
-    source: str
-
-    @property
-    def port(self) -> str:
-        """``22/tcp`` of ``22/tcp (v6)``."""
-        return self.to.split(" ", 1)[0]
-
-
-@dataclass(frozen=True)
-class UfwStatus:
-    active: bool
-    defaults: dict[str, str]  # incoming, outgoing, routed -> allow | deny | reject | disabled
-    rules: tuple[UfwRule, ...]
-
-
-_UFW_RULE = re.compile(r"^(?P<to>\S+(?: \(v6\))?)\s{2,}(?P<action>(?:ALLOW|DENY|REJECT|LIMIT)"
-                       r"(?: IN| OUT| FWD)?)\s{2,}(?P<source>.+?)\s*$")
-
-
-def ufw_status(output: str) -> UfwStatus:
-    """``ufw status verbose``."""
-    active = bool(re.search(r"^Status: active$", output, re.M))
-    defaults: dict[str, str] = {}
-    default_line = re.search(r"^Default: (.*)$", output, re.M)
-    if default_line:
-        for part in default_line.group(1).split(","):
-            match = re.match(r"\s*(\w+) \((\w+)\)", part)
-            if match:
-                defaults[match.group(2)] = match.group(1)
-    rules = tuple(UfwRule(m["to"], m["action"], m["source"])
-                  for line in output.splitlines() if (m := _UFW_RULE.match(line.strip())))
-    return UfwStatus(active, defaults, rules)
 
 
 def apt_config(output: str) -> dict[str, list[str]]:
@@ -124,12 +85,6 @@ def file_facts(output: str) -> dict[str, FileFacts]:
     return facts
 
 
-def fail2ban_jails(output: str) -> list[str]:
-    """``fail2ban-client status``: the jail list."""
-    match = re.search(r"Jail list:\s*(.*)$", output, re.M)
-    return [j.strip() for j in match.group(1).split(",") if j.strip()] if match else []
-
-
 def logrotate_errors(output: str) -> list[str]:
     """The ``error:`` lines of ``logrotate -d``."""
     return [line.strip() for line in output.splitlines() if line.strip().startswith("error:")]
@@ -139,8 +94,7 @@ class CommandHost(Protocol):
     def run(self, command: str, *args: str) -> Any: ...
 
 
-def read_file_facts(host: CommandHost, paths: Sequence[str], *,
-                    checksums: bool = False) -> dict[str, FileFacts]:
+def file_facts_command(paths: Sequence[str], *, checksums: bool = False) -> HostCommand:
     """Stat (and hash) every path in one command; arguments quoted by testinfra."""
     marks = " ".join(["%s"] * len(paths))
     command = f"LC_ALL=C stat -c %s -- {marks}"
@@ -148,4 +102,9 @@ def read_file_facts(host: CommandHost, paths: Sequence[str], *,
     if checksums:
         command += f"; echo %s; sha256sum -- {marks}"
         args += [SECTION_MARK, *paths]
-    return file_facts(host.run(command, *args).stdout)
+    return HostCommand(command, tuple(args))
+
+
+def read_file_facts(host: CommandHost, paths: Sequence[str], *,
+                    checksums: bool = False) -> dict[str, FileFacts]:
+    return file_facts(host.run(*file_facts_command(paths, checksums=checksums)).stdout)

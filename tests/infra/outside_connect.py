@@ -46,11 +46,12 @@ class SharedConnects:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def install() -> SharedConnects:
-    """Route the runbook probes' outside connects through one shared memo, and return it."""
+def install(timeout: float = TIMEOUT) -> SharedConnects:
+    """Route the runbook probes' outside connects through one shared memo, and return it.
+    ``timeout``: how long an unanswered connect waits before it counts as closed."""
     current = probes.connect_from_outside
     original = current._connect if isinstance(current, SharedConnects) else current
-    shared = SharedConnects(original)
+    shared = SharedConnects(original, timeout)
     probes.connect_from_outside = shared  # type: ignore[assignment]
     return shared
 

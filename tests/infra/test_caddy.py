@@ -10,7 +10,8 @@ import pytest
 from expectations import APP_ROOT, Expectations
 from testinfra.host import Host
 
-from choiros_infra.expect.probes import HttpResponse, ProbeContext, fetch_via_caddy
+from choiros_infra.expect.kinds.http import HttpResponse, fetch_via_caddy
+from choiros_infra.expect.probes import ProbeContext
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

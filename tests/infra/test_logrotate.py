@@ -7,14 +7,22 @@ from expectations import APP_ROOT, Expectations
 from host_facts import logrotate_errors
 from testinfra.host import Host
 
+from choiros_infra.expect.probes import HostCommand
+
 CONFIG = "/etc/logrotate.d/choiros"
 BACKEND_LOGS = (f"{APP_ROOT}/logs/backend.log", f"{APP_ROOT}/logs/backend-error.log")
+DRY_RUN = HostCommand("logrotate -d %s 2>&1", (CONFIG,))
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    """What this module reads on the host (verify reads it ahead: choiros_infra/verify_batch)."""
+    return [DRY_RUN]
 
 
 @pytest.fixture(scope="module")
 def dry_run(host: Host) -> tuple[int, str]:
     """``logrotate -d``: parses the config and says what it would do, changing nothing."""
-    result = host.run("logrotate -d %s 2>&1", CONFIG)
+    result = host.run(*DRY_RUN)
     return result.rc, result.stdout
 
 

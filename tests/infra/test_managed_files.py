@@ -6,8 +6,20 @@ from __future__ import annotations
 
 import pytest
 from expectations import Expectations, for_run
-from host_facts import FileFacts, read_file_facts
+from host_facts import FileFacts, file_facts, file_facts_command
 from testinfra.host import Host
+
+from choiros_infra.expect.probes import HostCommand
+
+
+def _read(expected: Expectations) -> HostCommand:
+    return file_facts_command([entry["path"] for entry in expected.rendering.manifest()],
+                              checksums=True)
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    """What this module reads on the host (verify reads it ahead: choiros_infra/verify_batch)."""
+    return [_read(for_run(config))]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -18,8 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def on_host(host: Host, expected: Expectations) -> dict[str, FileFacts]:
-    paths = [entry["path"] for entry in expected.rendering.manifest()]
-    return read_file_facts(host, paths, checksums=True)
+    return file_facts(host.run(*_read(expected)).stdout)
 
 
 def test_managed_file(on_host: dict[str, FileFacts], expected: Expectations,

@@ -7,6 +7,9 @@ that is right but not loaded fails here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 from expectations import (
     APP_ROOT,
@@ -27,9 +30,39 @@ from host_facts import (
 from outside_connect import SharedConnects
 from testinfra.host import Host
 
-from choiros_infra.expect.probes import parse_ss_listening
+from choiros_infra.expect.kinds import fail2ban, sshd, ufw
+from choiros_infra.expect.kinds.port import LISTENING, parse_ss_listening
+from choiros_infra.expect.probes import HostCommand
 
 SECURITY_ORIGIN = "-security"
+JAIL_KEYS = ("bantime", "findtime", "maxretry")
+
+# What this module reads on the host, each once (verify reads them all ahead, in one round
+# trip: choiros_infra/verify_batch.py). The facts the runbooks' typed statements also read
+# are their kinds' commands, so a verify reads each once.
+SSHD_T = sshd.EFFECTIVE
+UFW_STATUS = ufw.STATUS
+
+JAILS = fail2ban.STATUS
+APT_CONFIG = HostCommand("apt-config dump")
+SUDO_RIGHTS = HostCommand("sudo -l -U %s", (APP_USER,))
+PASSWORD_STATUS = HostCommand("passwd --status %s", (APP_USER,))
+APP_ACCOUNT = HostCommand("getent passwd %s", (APP_USER,))
+APP_GROUPS = HostCommand("id -Gn %s", (APP_USER,))
+
+
+def _jail(key: str) -> HostCommand:
+    return fail2ban.get("sshd", key)
+
+
+def _world_writable(root: str) -> HostCommand:
+    return HostCommand("find %s -xdev -perm -0002 ! -type l", (root,))
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    return [SSHD_T, UFW_STATUS, LISTENING, JAILS, APT_CONFIG, SUDO_RIGHTS, PASSWORD_STATUS,
+            APP_ACCOUNT, APP_GROUPS, *(_jail(k) for k in (*JAIL_KEYS, "journalmatch", "actions")),
+            *(_world_writable(root) for root in (APP_ROOT, CONFIG_DIR))]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -42,7 +75,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def sshd(host: Host) -> dict[str, list[str]]:
-    result = host.run("sshd -T")
+    result = host.run(*SSHD_T)
     assert result.rc == 0, f"sshd -T failed: {result.stderr}"
     return sshd_effective(result.stdout)
 
@@ -63,7 +96,7 @@ def test_sshd_effective_setting(sshd: dict[str, list[str]], expected: Expectatio
 
 @pytest.fixture(scope="module")
 def ufw(host: Host) -> UfwStatus:
-    return ufw_status(host.check_output("ufw status verbose"))
+    return ufw_status(host.check_output(*UFW_STATUS))
 
 
 def test_ufw_is_active(ufw: UfwStatus) -> None:
@@ -109,7 +142,7 @@ def test_ufw_allows_nothing_else(ufw: UfwStatus) -> None:
 
 @pytest.fixture(scope="module")
 def listening(host: Host) -> list[tuple[str, int]]:
-    return parse_ss_listening(host.check_output("ss --numeric --listening --tcp"))
+    return parse_ss_listening(host.check_output(*LISTENING))
 
 
 def _exposed(listening: list[tuple[str, int]]) -> set[int]:
@@ -180,7 +213,7 @@ def test_other_listeners_are_closed_from_outside(from_outside: dict[int, tuple[b
 
 
 def _jail_value(host: Host, key: str) -> str:
-    return host.check_output("fail2ban-client get sshd %s", key).strip()
+    return host.check_output(*_jail(key)).strip()
 
 
 def test_fail2ban_sshd_jail_is_running(host: Host) -> None:
@@ -188,11 +221,11 @@ def test_fail2ban_sshd_jail_is_running(host: Host) -> None:
 
     The sshd jail is up.
     """
-    jails = fail2ban_jails(host.check_output("fail2ban-client status"))
+    jails = fail2ban_jails(host.check_output(*JAILS))
     assert "sshd" in jails, f"fail2ban jails: {jails}"
 
 
-@pytest.mark.parametrize("key", ["bantime", "findtime", "maxretry"])
+@pytest.mark.parametrize("key", JAIL_KEYS)
 def test_fail2ban_sshd_jail_value(host: Host, expected: Expectations, key: str) -> None:
     """Runbook: 30-operations/04-security.md#the-layers-as-built
 
@@ -207,7 +240,7 @@ def test_fail2ban_sshd_jail_reads_the_journal(host: Host) -> None:
 
     Backend systemd (Debian 12 has no auth.log).
     """
-    result = host.run("fail2ban-client get sshd journalmatch")
+    result = host.run(*_jail("journalmatch"))
     assert result.rc == 0, f"the sshd jail has no journal backend: {result.stdout}{result.stderr}"
     assert "sshd" in result.stdout, f"journal match: {result.stdout.strip()}"
 
@@ -226,7 +259,7 @@ def test_fail2ban_bans_through_ufw(host: Host) -> None:
 
 @pytest.fixture(scope="module")
 def apt(host: Host) -> dict[str, list[str]]:
-    return apt_config(host.check_output("apt-config dump"))
+    return apt_config(host.check_output(*APT_CONFIG))
 
 
 def test_unattended_upgrades_take_security_updates_only(apt: dict[str, list[str]]) -> None:
@@ -264,7 +297,7 @@ def test_nothing_world_writable(host: Host, root: str) -> None:
 
     Nothing under the app's directories is world-writable.
     """
-    found = host.check_output("find %s -xdev -perm -0002 ! -type l", root)
+    found = host.check_output(*_world_writable(root))
     assert not found.strip(), f"world-writable under {root}:\n{found}"
 
 
@@ -273,9 +306,9 @@ def test_app_user_has_no_sudo(host: Host) -> None:
 
     The app user choiros may not use sudo.
     """
-    groups = host.user(APP_USER).groups
+    groups = host.check_output(*APP_GROUPS).split()
     assert not {"sudo", "admin", "wheel"} & set(groups), f"{APP_USER} groups: {groups}"
-    listing = host.check_output("sudo -l -U %s", APP_USER)
+    listing = host.check_output(*SUDO_RIGHTS)
     assert "is not allowed to run sudo" in listing, listing
 
 
@@ -284,9 +317,23 @@ def test_app_user_cannot_log_in(host: Host) -> None:
 
     The app user choiros: system user, nologin shell, locked password.
     """
-    user = host.user(APP_USER)
+    user = _account(host.run(*APP_ACCOUNT))
     assert user.exists, f"no user {APP_USER}"
     assert user.shell == "/usr/sbin/nologin", f"{APP_USER} shell: {user.shell}"
     assert user.uid < 1000, f"{APP_USER} uid {user.uid} is not a system uid"
-    status = host.check_output("passwd --status %s", APP_USER).split()
+    status = host.check_output(*PASSWORD_STATUS).split()
     assert status[1:2] == ["L"], f"passwd --status {APP_USER}: {' '.join(status)}"
+
+
+@dataclass(frozen=True)
+class Account:
+    """The app user's passwd entry (``getent passwd``)."""
+
+    exists: bool
+    uid: int = -1
+    shell: str = ""
+
+
+def _account(result: Any) -> Account:
+    fields = result.stdout.strip().split(":") if result.rc == 0 else []
+    return Account(True, int(fields[2]), fields[6]) if len(fields) >= 7 else Account(False)

@@ -21,6 +21,7 @@ from infra.config import StackConfig
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from provisioning.artifacts import LITESTREAM
+from provisioning.spec import METRICS
 
 
 def replica_state(cfg: StackConfig) -> tuple[str, int] | None:
@@ -73,10 +74,12 @@ def _start_and_wait_healthy(name: str, units: tuple[str, ...], timeout: float = 
 
 
 def metric_points(cfg: StackConfig, metric: str, statistic: str, since: datetime) -> list[float]:
-    """The host's 1-minute ``statistic`` of ChoirOS/``metric`` (dimension Host) since ``since``,
-    read back from the kitchen's CloudWatch."""
+    """The host's 1-minute ``statistic`` of ``metric`` (a name of the host contract,
+    :data:`provisioning.spec.METRICS`) since ``since``, read back from the kitchen's
+    CloudWatch."""
     stats = cloud.aws_client("cloudwatch", cfg.region).get_metric_statistics(
-        Namespace="ChoirOS", MetricName=metric, Dimensions=[{"Name": "Host", "Value": cfg.name}],
+        Namespace=METRICS.namespace, MetricName=metric,
+        Dimensions=[{"Name": METRICS.dimension, "Value": cfg.name}],
         StartTime=since, EndTime=datetime.now(UTC) + timedelta(minutes=2), Period=60,
         Statistics=[statistic])
     return [float(p[statistic]) for p in stats["Datapoints"]]

@@ -27,6 +27,7 @@ from choiros_infra.kitchen_stack import stack_up
 from infra.config import StackConfig, load_stack_file
 from kitchen import cloud, lifecycle
 from kitchen.state import HostState
+from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.kitchen
 
@@ -126,12 +127,12 @@ def test_the_freshness_metric_reaches_the_kitchen_cloudwatch(
     assert done.returncode == 0, done.stderr
     cfg = stack[1]
     cw = cloud.aws_client("cloudwatch", cfg.region)
-    dimensions = [{"Name": "Host", "Value": cfg.name}]
-    metrics = cw.list_metrics(Namespace="ChoirOS", MetricName="BackupAgeSeconds",
+    dimensions = [{"Name": METRICS.dimension, "Value": cfg.name}]
+    metrics = cw.list_metrics(Namespace=METRICS.namespace, MetricName=METRICS.backup_age,
                               Dimensions=dimensions)["Metrics"]
-    assert metrics, "the host published no BackupAgeSeconds for its Host dimension"
-    points = metric_points(cfg, "BackupAgeSeconds", "Maximum", started)
-    assert points, "no BackupAgeSeconds data points"
+    assert metrics, f"the host published no {METRICS.backup_age} for its Host dimension"
+    points = metric_points(cfg, METRICS.backup_age, "Maximum", started)
+    assert points, f"no {METRICS.backup_age} data points"
     worst = max(points)
     assert worst < 60, f"the replica is {worst}s behind"
     timer = guest(hosts.current, "systemctl", "is-active", "choiros-backup-freshness.timer")

@@ -34,6 +34,7 @@ from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
+from provisioning.spec import METRICS
 
 pytestmark = [pytest.mark.kitchen, pytest.mark.faults]
 
@@ -122,7 +123,7 @@ def test_caddy_stopped_is_reported_unhealthy_and_publishes_healthy_0(
         assert report["units"]["caddy.service"] != "active", report
         assert any(p.startswith("caddy /health") for p in report["problems"]), report
         assert report["published"] is True, report
-        assert 0.0 in metric_points(cfg, "Healthy", "Minimum", since)
+        assert 0.0 in metric_points(cfg, METRICS.healthy, "Minimum", since)
     finally:
         guest(host, "systemctl", "start", "caddy.service")
     assert health_run(host)["healthy"] is True
@@ -195,7 +196,7 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
                   f"{report['disk_free_mb'][path]} MiB free: healthy={report['healthy']}")
             assert report["disk_used_percent"][path] >= 85.0, report
             assert report["healthy"] is True, report
-            disk = metric_points(cfg, "DiskUsedPercent", "Maximum", since)
+            disk = metric_points(cfg, METRICS.disk_used, "Maximum", since)
             assert max(disk, default=-1.0) >= 85.0, disk
             # Full: dd until the filesystem refuses more.
             guest(host, "dd", "if=/dev/zero", f"of={filler}-2", "bs=1M", timeout=120)
@@ -206,8 +207,8 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
             assert report["healthy"] is False, report
             assert f"{path} is full: 0 MiB free" in report["problems"], report
             assert report["published"] is True, report
-            assert 0.0 in metric_points(cfg, "Healthy", "Minimum", since)
-            disk = metric_points(cfg, "DiskUsedPercent", "Maximum", since)
+            assert 0.0 in metric_points(cfg, METRICS.healthy, "Minimum", since)
+            disk = metric_points(cfg, METRICS.disk_used, "Maximum", since)
             assert max(disk, default=-1.0) == 100.0, disk
         finally:
             guest(host, "rm", "-f", filler, f"{filler}-2")

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "runbooks" / "90-reference" / "commands.md"
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs" / "runbooks").rglob("*.md"))]
+# The README, the runbooks, and the CI step scripts the workflows run.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs" / "runbooks").rglob("*.md")),
+             *sorted((ROOT / "scripts" / "ci").glob("*.sh"))]
 # `choiros-infra` (as typed, or as .venv/bin/choiros-infra) and what follows on its line, up to
 # the end of a code span, a table cell, a sentence or a shell separator.
 INVOCATION = re.compile(r"choiros-infra((?:[ \t]+[^\s`|;()&]+)*)")

@@ -16,43 +16,29 @@ from choiros_infra.expect import (
     parse_file,
     parse_text,
 )
-from choiros_infra.expect.model import (
+from choiros_infra.expect.kinds import KINDS
+from choiros_infra.expect.kinds.command import CommandCheck, ExitCode
+from choiros_infra.expect.kinds.file import FileCheck, Group, IsDirectory, Mode, Owner, SymlinkTo
+from choiros_infra.expect.kinds.http import (
     Body,
-    Check,
-    CommandCheck,
-    Exists,
-    ExitCode,
-    FileCheck,
-    Group,
     HeaderEquals,
     HeaderMatch,
     HeaderPresent,
-    Home,
     HttpCheck,
-    InGroup,
-    Installed,
-    IsDirectory,
     JsonEquals,
-    Listening,
-    Mode,
-    Owner,
-    PackageCheck,
-    PortCheck,
-    Reachable,
-    ServiceCheck,
-    ServiceState,
-    Shell,
     Status,
-    SymlinkTo,
-    TextMatch,
-    UserCheck,
 )
+from choiros_infra.expect.kinds.package import Installed, PackageCheck
+from choiros_infra.expect.kinds.port import Listening, PortCheck, Reachable
+from choiros_infra.expect.kinds.service import ServiceCheck, ServiceState
+from choiros_infra.expect.kinds.user import Home, InGroup, Shell, UserCheck
+from choiros_infra.expect.model import Check, Exists, TextMatch
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 GRAMMAR_DOC = REPO / "docs" / "runbooks" / "50-testing" / "expect-grammar.md"
-SUBJECTS = ("service", "port", "file", "http", "command", "user", "package")
+SUBJECTS = tuple(KINDS)
 
 SSHD = "/etc/ssh/sshd_config.d/10-choiros.conf"
 ANY_V4 = str(IPv4Address(0))  # the wildcard address, spelt so no linter thinks it is a bind
@@ -327,7 +313,7 @@ def test_grammar_document_parses_and_its_examples_are_grammar() -> None:
     examples = [
         line for block in re.findall(r"^```text\n(.*?)^```$", text, re.M | re.S)
         for line in block.splitlines()
-        if line.split(" ", 1)[0] in SUBJECTS and "|" not in line
+        if re.split(r"[ :]", line, maxsplit=1)[0] in SUBJECTS and "|" not in line
         and not _PLACEHOLDER.search(line)
     ]
     assert len(examples) >= 20

@@ -30,17 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from choiros_infra.expect import ProbeContext, ProbeError, parse_text, probe
+from choiros_infra.expect.kinds.command import command_line
+from choiros_infra.expect.kinds.file import parse_stat
+from choiros_infra.expect.kinds.http import parse_curl_include
+from choiros_infra.expect.kinds.port import parse_ss_listening
+from choiros_infra.expect.kinds.service import parse_systemctl_show
 from choiros_infra.expect.model import quote
-from choiros_infra.expect.probes import (
-    Outcome,
-    command_line,
-    connect_from_outside,
-    failure_report,
-    parse_curl_include,
-    parse_ss_listening,
-    parse_stat,
-    parse_systemctl_show,
-)
+from choiros_infra.expect.probes import Outcome, connect_from_outside, failure_report
 
 pytestmark = pytest.mark.unit
 

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 from sample_stack import stack_config
 
-from choiros_infra.targets import KITCHEN
+from choiros_infra.targets import kitchen
 from infra.config import load_stack_file
 from infra.user_data import render_for
 from provisioning.render import HOST_TOOLS
 from provisioning.target import AWS
 
 pytestmark = pytest.mark.unit
+KITCHEN = kitchen()
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 TARGETS: dict[str, Any] = {"aws": AWS, "kitchen": KITCHEN}

