@@ -27,6 +27,8 @@ from provisioning.files import Delivery, ManagedFile
 from provisioning.spec import (
     APP_ROOT,
     APP_USER,
+    BACKEND_FIREWALL_RULES,
+    BACKEND_GROUP,
     BACKEND_PATHS,
     BACKEND_PORT,
     BACKEND_UNIT,
@@ -34,6 +36,7 @@ from provisioning.spec import (
     CONFIG_DIR,
     DATA_DIR,
     DATABASE,
+    DNS_STUB_ADDRESS,
     FRESHNESS_TIMER,
     FRESHNESS_UNIT,
     HEALTHCHECK_TIMER,
@@ -41,11 +44,13 @@ from provisioning.spec import (
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
     LOGS_DIR,
+    METADATA_ADDRESSES,
     METRICS_NAMESPACE,
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
     RESTORE_UNIT,
     SECRETS_UNIT,
+    WORKSPACE_DIR,
     HostSpec,
     TlsMode,
 )
@@ -194,6 +199,12 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "log_rotation": spec.log_rotation,
         "hostname": spec.hostname,
         "data_dir": DATA_DIR,
+        "logs_dir": LOGS_DIR,
+        "workspace_dir": WORKSPACE_DIR,
+        "backend_group": BACKEND_GROUP,
+        "backend_firewall_rules": BACKEND_FIREWALL_RULES,
+        "metadata_addresses": METADATA_ADDRESSES,
+        "dns_stub": DNS_STUB_ADDRESS,
         "database": DATABASE,
         "restore_unit": RESTORE_UNIT,
         "litestream_unit": LITESTREAM_UNIT,
@@ -218,6 +229,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         ManagedFile(f"/etc/systemd/system/{BACKEND_UNIT}", tpl("choiros-backend.service.j2")),
         ManagedFile(f"/etc/systemd/system/{BACKEND_UNIT}.d/hardening.conf",
                     tpl("hardening.conf.j2")),
+        ManagedFile(BACKEND_FIREWALL_RULES, tpl("backend-firewall.nft.j2")),
         ManagedFile(f"/etc/systemd/system/{SECRETS_UNIT}", tpl("choiros-secrets.service.j2")),
         ManagedFile("/etc/fail2ban/jail.local", tpl("jail.local.j2")),
         ManagedFile("/etc/ssh/sshd_config.d/10-choiros.conf", tpl("sshd-choiros.conf.j2")),
@@ -310,6 +322,8 @@ def _cloud_config(spec: HostSpec, target: Target, files: tuple[ManagedFile, ...]
                 "lock_passwd": True,
             },
         ],
+        # The backend's own primary group (see provisioning/spec.py BACKEND_GROUP).
+        "groups": [BACKEND_GROUP],
     }
     if apt:
         document["apt"] = apt

@@ -17,6 +17,18 @@ APP_ROOT = "/opt/choiros"
 CONFIG_DIR = "/etc/choiros"
 APP_USER = "choiros"
 BACKEND_UNIT = "choiros-backend.service"
+# The backend runs an LLM agent with a shell, so it is treated as hostile. It runs as the app
+# user (it owns the data it writes) but with a primary group of its own, which nothing else on
+# the host has and it cannot leave (no setgid, no capabilities): the backend's egress firewall
+# matches its sockets by that group, so Litestream and the backup tools, also the app user,
+# keep the instance metadata service.
+BACKEND_GROUP = "choiros-backend"
+BACKEND_FIREWALL_RULES = "/etc/choiros/backend-firewall.nft"
+# EC2's instance metadata service, IPv4 and IPv6 (Nitro): the instance role's credentials.
+METADATA_ADDRESSES: tuple[str, ...] = ("169.254.169.254", "fd00:ec2::254")
+# systemd-resolved's stub resolver, the only loopback service the backend may reach besides
+# its own port (an image that resolves names through it would otherwise leave it no DNS).
+DNS_STUB_ADDRESS = "127.0.0.53"
 SECRETS_UNIT = "choiros-secrets.service"
 BACKEND_PORT = 8080
 
@@ -25,6 +37,9 @@ BACKEND_PORT = 8080
 # freshness timer publishes how far the replica is behind.
 DATA_DIR = f"{APP_ROOT}/data"
 LOGS_DIR = f"{APP_ROOT}/logs"
+# The agent's tools write files relative to the backend's working directory: this one, the
+# only other place the backend may write.
+WORKSPACE_DIR = f"{APP_ROOT}/workspace"
 DATABASE = f"{DATA_DIR}/events.db"
 LITESTREAM_UNIT = "choiros-litestream.service"
 RESTORE_UNIT = "choiros-restore-at-boot.service"
@@ -45,7 +60,8 @@ REQUIRED_UNITS: tuple[str, ...] = (BACKEND_UNIT, "caddy.service", LITESTREAM_UNI
                                    "fail2ban.service", "ssh.service")
 
 # Distro packages the host needs; nothing to compile: release artifacts are built elsewhere.
-# python3-systemd lets fail2ban read the journal (its systemd backend).
+# python3-systemd lets fail2ban read the journal (its systemd backend); nftables loads the
+# backend's egress firewall; the backend's agent shells out to ripgrep (`rg`).
 BASE_PACKAGES: tuple[str, ...] = (
     "apt-listchanges",
     "ca-certificates",
@@ -53,8 +69,10 @@ BASE_PACKAGES: tuple[str, ...] = (
     "curl",
     "fail2ban",
     "logrotate",
+    "nftables",
     "python3-boto3",
     "python3-systemd",
+    "ripgrep",
     "sqlite3",
     "ufw",
     "unattended-upgrades",

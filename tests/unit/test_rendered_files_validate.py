@@ -23,6 +23,8 @@ from infra.user_data import render_for
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import CONVERGE_SCRIPT, Rendering
 from provisioning.spec import (
+    BACKEND_FIREWALL_RULES,
+    BACKEND_GROUP,
     BACKEND_PATHS,
     BACKEND_UNIT,
     FRESHNESS_TIMER,
@@ -170,7 +172,7 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
     for executable in ("opt/choiros/current/sandbox", "usr/local/sbin/choiros-secrets",
                        "usr/local/bin/litestream", "usr/local/sbin/choiros-restore-at-boot",
                        "usr/local/sbin/choiros-backup-freshness",
-                       "usr/local/sbin/choiros-healthcheck"):
+                       "usr/local/sbin/choiros-healthcheck", "usr/sbin/nft"):
         path = root / executable
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
@@ -235,6 +237,18 @@ def test_shellcheck_passes_the_converge_script(tmp_path: Path) -> None:
         script.write_text(rendering(**variant).file(CONVERGE_SCRIPT).content)
         result = run(tool("shellcheck"), str(script))
         assert result.returncode == 0, result.stdout
+
+
+def test_nft_accepts_the_backend_firewall(tmp_path: Path) -> None:
+    """`nft --check` in a network namespace of its own (nothing is loaded anywhere). nft resolves
+    the group's name when it reads the rules, and this machine has no such group: root stands
+    in for it."""
+    content = rendering().file(BACKEND_FIREWALL_RULES).content
+    assert content.count(f'meta skgid "{BACKEND_GROUP}"') == 1
+    rules = tmp_path / "backend-firewall.nft"
+    rules.write_text(content.replace(f'"{BACKEND_GROUP}"', '"root"'))
+    result = run("unshare", "--net", tool("nft"), "--check", "--file", str(rules))
+    assert result.returncode == 0, result.stderr
 
 
 def test_logrotate_accepts_the_config(tmp_path: Path) -> None:
