@@ -6,7 +6,7 @@ import enum
 
 from infra.config import StackConfig
 from infra.user_data import bucket_names, render_for
-from kitchen import cloud
+from kitchen import cloud, network
 from provisioning.render import Rendering
 from provisioning.target import AWS, AwsEndpoint, Target, kitchen_target
 
@@ -22,6 +22,7 @@ class TargetChoice(enum.StrEnum):
 KITCHEN = kitchen_target(
     cloud.APT_PROXY_URL,
     AwsEndpoint(cloud.AWS_ENDPOINT_URL, cloud.ACCESS_KEY_ID, cloud.SECRET_ACCESS_KEY),
+    (network.MACHINE_CIDR,),
 )
 
 

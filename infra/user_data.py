@@ -39,6 +39,7 @@ def host_spec(cfg: StackConfig, artifacts_bucket: str, backups_bucket: str) -> H
         domain=cfg.domain,
         acme_email=cfg.acme_email,
         tls_mode=cfg.tls_mode,
+        admin_cidrs=cfg.admin_cidrs,
         secrets=cfg.secrets,
         app_version=cfg.app_version,
         keep_releases=cfg.keep_releases,

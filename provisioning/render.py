@@ -141,7 +141,7 @@ def _site_health_url(tls_mode: TlsMode) -> str:
 
 def _host_config(spec: HostSpec, target: Target) -> str:
     """/etc/choiros/host.json: what the host tools need to know about their stack."""
-    tls_mode: TlsMode = target.tls_mode or spec.tls_mode
+    tls_mode = target.tls_mode(spec.tls_mode)
     config: dict[str, Any] = {
         "region": spec.region,
         "artifacts_bucket": spec.artifacts_bucket,
@@ -180,7 +180,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
 
 def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
     """Every file the converge writes, in a stable order."""
-    tls_mode: TlsMode = target.tls_mode or spec.tls_mode
+    tls_mode = target.tls_mode(spec.tls_mode)
     values: dict[str, Any] = {
         "app_root": APP_ROOT,
         "app_user": APP_USER,
@@ -196,6 +196,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "app_version": spec.app_version,
         "os": spec.os,
         "fail2ban": spec.fail2ban,
+        "admin_cidrs": spec.admin_cidrs if target.admin_cidrs is None else target.admin_cidrs,
         "log_rotation": spec.log_rotation,
         "hostname": spec.hostname,
         "data_dir": DATA_DIR,

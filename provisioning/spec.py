@@ -138,6 +138,8 @@ class HostSpec:
     domain: str | None = None
     acme_email: str | None = None
     tls_mode: TlsMode = "off"
+    # Who may SSH in (the security group's rule); fail2ban never bans them.
+    admin_cidrs: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     app_version: str | None = None
     keep_releases: int = 5

@@ -114,6 +114,6 @@ def load_expectations(stack_file: Path, target: str, account: str | None) -> Exp
     account_id = account or KITCHEN_ACCOUNT
     rendering = rendering_for(cfg, choice, account_id)
     names = bucket_names(cfg, account_id)
-    tls_mode = target_for(choice).tls_mode or cfg.tls_mode
+    tls_mode = target_for(choice).tls_mode(cfg.tls_mode)
     return Expectations(rendering=rendering, spec=host_spec(cfg, names.artifacts, names.backups),
                         tls_mode=tls_mode)

@@ -3,9 +3,6 @@ its state across a reboot."""
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import host_name
 
+from choiros_infra import kitchen_site
 from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.verify import run_suites
@@ -21,11 +19,6 @@ from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
-
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
-
 
 @pytest.fixture(scope="module")
 def choiros_host(stack_file: Path) -> Iterator[HostState]:
@@ -37,11 +30,7 @@ def choiros_host(stack_file: Path) -> Iterator[HostState]:
 
 
 def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
-        return json.loads(response.read())
+    return kitchen_site.host_call(host, method, path, body, 10)
 
 
 def verify(host: HostState, stack_file: Path) -> int:

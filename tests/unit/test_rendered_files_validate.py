@@ -143,7 +143,8 @@ def test_caddy_tls_modes(tmp_path: Path) -> None:
     server = off["apps"]["http"]["servers"]["srv0"]
     assert server["listen"] == [":80"]
     assert server["automatic_https"]["disable"] is True
-    internal = _adapt(tmp_path, rendering(KITCHEN).file("/etc/caddy/Caddyfile").content)
+    internal = _adapt(tmp_path, rendering(KITCHEN, tls_mode="internal").file(
+        "/etc/caddy/Caddyfile").content)
     issuers = [i["module"] for n in _walk(internal) for i in n.get("issuers", [])]
     assert issuers == ["internal"]
     assert internal["apps"]["http"]["servers"]["srv0"]["listen"] == [":443"]
