@@ -12,8 +12,10 @@ from conftest import host_name
 
 from choiros_infra import kitchen_site
 from choiros_infra.host_access import HostAccess
-from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import run_suites
+from choiros_infra.kitchen_stack import remove_stack_objects, stack_up, throwaway_stack
+from choiros_infra.targets import KITCHEN
+from choiros_infra.verify import PROJECT_ROOT, run_suites
+from infra.config import load_stack_file
 from kitchen import lifecycle
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
@@ -39,8 +41,40 @@ def verify(host: HostState, stack_file: Path) -> int:
 
 
 def test_example_stack_converges_and_verifies(choiros_host: HostState, stack_file: Path) -> None:
+    """The example stack's own TLS mode, off: the AWS default, plain HTTP on port 80."""
     assert choiros_host.state == "ready"
+    assert load_stack_file(stack_file).tls_mode == "off"
+    assert api(choiros_host, "GET", "/health")["status"] == "healthy"  # http://ADDRESS/health
     assert verify(choiros_host, stack_file) == 0
+
+
+@pytest.fixture(scope="module")
+def internal_tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = throwaway_stack(PROJECT_ROOT / "Pulumi.example.yaml",
+                           tmp_path_factory.mktemp("internal"), prefix="kt")
+    path.write_text(path.read_text() + "\n  choiros:tls_mode: internal\n")
+    try:
+        yield path
+    finally:
+        remove_stack_objects(load_stack_file(path))
+
+
+def test_a_stack_with_internal_tls_converges_and_verifies(internal_tls_stack: Path) -> None:
+    """tls_mode internal: HTTPS on 443 with Caddy's own CA, port 80 redirects to it."""
+    assert load_stack_file(internal_tls_stack).tls_mode == "internal"
+    name = host_name("tls")
+    try:
+        st = stack_up(name, internal_tls_stack)
+        assert kitchen_site.site_url(load_stack_file(internal_tls_stack), KITCHEN, st.address,
+                                     "/").startswith("https://")
+        assert api(st, "GET", "/health")["status"] == "healthy"
+        redirect = lifecycle.exec_in(name, ["curl", "-s", "-o", "/dev/null", "-w",
+                                            "%{http_code} %{redirect_url}",
+                                            "http://127.0.0.1/health"]).stdout
+        assert redirect == "308 https://127.0.0.1/health", redirect
+        assert verify(st, internal_tls_stack) == 0
+    finally:
+        lifecycle.destroy(name)
 
 
 def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(

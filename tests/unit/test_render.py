@@ -51,8 +51,9 @@ def test_user_data_is_gzip_of_the_cloud_config_and_fits_ec2() -> None:
         assert rendering.cloud_config.startswith("#cloud-config\n")
         size = len(rendering.user_data)
         assert size < EC2_USER_DATA_LIMIT, f"{target.name} user-data is {size} bytes gzipped"
-        # Room to grow: tools travel as artifacts, so only configuration counts here.
-        assert size < EC2_USER_DATA_LIMIT // 2, f"{target.name} user-data is {size} bytes"
+        # Room to grow: tools travel as artifacts, so only configuration counts here (about
+        # 8.5 KB with the backend's firewall and the SSH algorithm lists).
+        assert size < EC2_USER_DATA_LIMIT * 5 // 8, f"{target.name} user-data is {size} bytes"
 
 
 def test_every_managed_file_is_written_by_the_user_data_or_fetched_by_sha256() -> None:

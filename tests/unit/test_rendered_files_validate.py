@@ -232,6 +232,23 @@ def test_sshd_accepts_the_drop_in_and_it_wins(tmp_path: Path) -> None:
             "kbdinteractiveauthentication no", "maxauthtries 3"} <= lines
 
 
+def test_ssh_audit_flags_none_of_the_algorithms_sshd_offers() -> None:
+    """Debian's ssh-audit judges each algorithm the drop-in lets sshd offer (and the host key
+    types it keeps): no fail, no warn. The kitchen measures the live sshd the same way
+    (bench/hardening_audit.py)."""
+    content = rendering().file("/etc/ssh/sshd_config.d/10-choiros.conf").content
+    directives = dict(line.split(" ", 1) for line in content.splitlines()
+                      if line and not line.startswith("#"))
+    offered = [*directives["KexAlgorithms"].split(","), *directives["Ciphers"].split(","),
+               *directives["MACs"].split(","), "ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+    assert "/etc/ssh/ssh_host_ecdsa_key" not in content  # only ed25519 and RSA host keys
+    result = run(tool("ssh-audit"), "--no-colors", f"--lookup={','.join(offered)}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    flagged = [ln.strip() for ln in result.stdout.splitlines() if "[fail]" in ln or "[warn]" in ln]
+    assert flagged == [], flagged
+    assert result.stdout.count("-- [info]") == len(offered), result.stdout
+
+
 def test_shellcheck_passes_the_converge_script(tmp_path: Path) -> None:
     for variant in ({"app_version": "1.0.0"}, {"app_version": None}):
         script = tmp_path / "converge.sh"

@@ -144,7 +144,8 @@ def test_expectations_come_from_the_rendering() -> None:
     assert expected.tls_mode == "off" and expected.scheme == "http"
     assert expected.served_ports == (22, 80)
     sshd = expected.sshd_settings()
-    assert sshd["permitrootlogin"] == "no" and sshd["passwordauthentication"] == "no"
+    assert sshd["permitrootlogin"] == ["no"] and sshd["passwordauthentication"] == ["no"]
+    assert sshd["hostkey"] == ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"]
     hardening = expected.hardening()
     assert hardening["ProtectSystem"] == ["strict"]
     assert len(hardening["SystemCallFilter"]) == 2  # set twice: merged by systemd
