@@ -241,6 +241,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         ManagedFile("/etc/systemd/coredump.conf.d/10-choiros.conf", tpl("coredump.j2")),
         ManagedFile("/etc/modprobe.d/choiros-blacklist.conf", tpl("modprobe-blacklist.j2")),
         ManagedFile("/etc/sysctl.d/60-choiros.conf", tpl("sysctl.j2")),
+        ManagedFile("/etc/login.defs", tpl("login.defs.j2")),
         ManagedFile("/etc/apt/apt.conf.d/52choiros-unattended-upgrades",
                     tpl("unattended-upgrades.j2")),
         ManagedFile("/etc/apt/apt.conf.d/20auto-upgrades", tpl("auto-upgrades.j2")),

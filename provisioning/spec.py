@@ -62,11 +62,12 @@ REQUIRED_UNITS: tuple[str, ...] = (BACKEND_UNIT, "caddy.service", LITESTREAM_UNI
 # Distro packages the host needs; nothing to compile: release artifacts are built elsewhere.
 # python3-systemd lets fail2ban read the journal (its systemd backend); nftables loads the
 # backend's egress firewall; the backend's agent shells out to ripgrep (`rg`); debsums checks
-# installed files against their packages, needrestart lists services still running replaced
-# libraries, libpam-tmpdir gives each login its own TMPDIR, libpam-pwquality rejects weak
-# passwords should one ever be set (logins are by key).
+# installed files against their packages, apt-show-versions lists upgradable ones,
+# libpam-tmpdir gives each login its own TMPDIR, libpam-pwquality rejects weak passwords should
+# one ever be set (logins are by key). Not needrestart: it pulls in binutils (an assembler).
 BASE_PACKAGES: tuple[str, ...] = (
     "apt-listchanges",
+    "apt-show-versions",
     "ca-certificates",
     "caddy",
     "curl",
@@ -75,7 +76,6 @@ BASE_PACKAGES: tuple[str, ...] = (
     "libpam-pwquality",
     "libpam-tmpdir",
     "logrotate",
-    "needrestart",
     "nftables",
     "python3-boto3",
     "python3-systemd",
