@@ -33,6 +33,21 @@ from infra.config import load_stack_file
 from kitchen import lifecycle
 
 LYNIS_REPORT = "/var/log/lynis-report.dat"
+LYNIS_LOG = "/var/log/lynis.log"
+
+
+def points_missed(log: str) -> dict[str, int]:
+    """Hardening points each lynis test did not award, from its log, largest first."""
+    missed: dict[str, int] = {}
+    test = "?"
+    for line in log.splitlines():
+        started = re.search(r"Performing test ID (\S+)", line)
+        if started:
+            test = started.group(1)
+        partial = re.search(r"partial number of hardening points \((\d+) of (\d+)\)", line)
+        if partial:
+            missed[test] = missed.get(test, 0) + int(partial.group(2)) - int(partial.group(1))
+    return dict(sorted(missed.items(), key=lambda item: -item[1]))
 
 
 def ssh_audit(address: str) -> dict[str, Any]:
@@ -56,12 +71,14 @@ def lynis(name: str) -> dict[str, Any]:
     lifecycle.exec_in(name, ["lynis", "audit", "system", "--quick", "--no-colors"],
                       timeout=900)
     report = lifecycle.exec_in(name, ["cat", LYNIS_REPORT], check=True).stdout
+    log = lifecycle.exec_in(name, ["cat", LYNIS_LOG], check=True).stdout
     index = re.search(r"^hardening_index=(\d+)$", report, re.MULTILINE)
     suggestions = re.findall(r"^suggestion\[\]=([^|]+)\|([^|]*)\|", report, re.MULTILINE)
     warnings = re.findall(r"^warning\[\]=([^|]+)\|([^|]*)\|", report, re.MULTILINE)
     return {"hardening_index": int(index.group(1)) if index else None,
             "suggestions": [f"{test}: {text}" for test, text in suggestions],
-            "warnings": [f"{test}: {text}" for test, text in warnings]}
+            "warnings": [f"{test}: {text}" for test, text in warnings],
+            "points_missed": points_missed(log)}
 
 
 def main() -> int:
