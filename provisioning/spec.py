@@ -85,6 +85,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "unattended-upgrades",
 )
 
+# An idle interactive login shell ends after this many seconds (TMOUT in /etc/profile).
+SHELL_IDLE_TIMEOUT = 900
+
 # The runbook's firewall: everything else inbound is denied.
 OPEN_TCP_PORTS: tuple[int, ...] = (22, 80, 443)
 
