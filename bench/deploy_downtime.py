@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from choiros_infra.kitchen_site import site_url
 from choiros_infra.kitchen_stack import (
+    built_from,
     publish_stand_in,
     remove_stack_objects,
     stack_up,
     throwaway_stack,
 )
 from choiros_infra.release_store import ReleaseStore
-from choiros_infra.targets import KITCHEN_ACCOUNT
+from choiros_infra.targets import KITCHEN_ACCOUNT, kitchen
 from choiros_infra.verify import PROJECT_ROOT
 from infra.config import load_stack_file
 from infra.user_data import bucket_names
@@ -35,9 +37,10 @@ CLI = PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"
 
 
 def measure(name: str, rate: float, what: str, switch: Callable[[], None]) -> dict[str, object]:
-    address = lifecycle.status(name).address
-    with Load((f"https://{address}/health", f"https://{address}/api/events/count"),
-              rate=rate) as load:
+    st = lifecycle.status(name)
+    cfg = load_stack_file(built_from(st))
+    with Load(tuple(site_url(cfg, kitchen(), st.address, path)
+                    for path in ("/health", "/api/events/count")), rate=rate) as load:
         time.sleep(2.0)
         began = time.monotonic()
         switch()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from provisioning.spec import Fail2banPolicy
+
 CONNECT_TIMEOUT = 10
 CONTROL_PERSIST = "120s"
 
@@ -135,6 +137,13 @@ def ssh_options(access: HostAccess) -> list[str]:
     return [*argv, "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
 
 
+# fail2ban bans an address outside choiros:admin_cidrs after failed logins (ufw then rejects
+# it); the admin networks are never banned.
+BAN_HINT = ("add your address to choiros:admin_cidrs; to lift a ban now, from an admin "
+            "address: sudo fail2ban-client set sshd unbanip <your address>, or wait out the "
+            f"bantime ({Fail2banPolicy().bantime // 60} minutes)")
+
+
 def explain_ssh_failure(access: HostAccess, stderr: str) -> UsageProblem:
     """ssh's complaint as a problem and a fix."""
     text = stderr.strip()
@@ -152,10 +161,12 @@ def explain_ssh_failure(access: HostAccess, stderr: str) -> UsageProblem:
                             "check the address (pulumi stack output public_ip)")
     if "refused" in text:
         return UsageProblem(f"{access.address} refuses SSH connections: {last}",
-                            "is the host up? (choiros-infra kitchen status, or the EC2 console)")
+                            "is the host up? (choiros-infra kitchen status, or the EC2 console) "
+                            f"If it is, fail2ban may have banned your address: {BAN_HINT}")
     return UsageProblem(f"cannot reach {access.destination} over SSH: {last}",
                         "check the address, that the host is up, and that your IP is in the "
-                        "stack's choiros:admin_cidrs")
+                        f"stack's choiros:admin_cidrs (or fail2ban may have banned it: "
+                        f"{BAN_HINT})")
 
 
 def check_reachable(access: HostAccess, timeout: float = 30.0) -> None:

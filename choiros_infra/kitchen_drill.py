@@ -7,41 +7,32 @@ touches another host's backups, and removes that copy's objects from the kitchen
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-import ssl
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import (
     remove_stack_objects,
     replace_host,
     stack_up,
     throwaway_stack,
 )
-from infra.config import load_stack_file
+from choiros_infra.targets import kitchen
+from infra.config import StackConfig, load_stack_file
 from kitchen import cgroups, lifecycle
 from kitchen.errors import KitchenError
 from kitchen.lifecycle import Progress
 
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
 
-
-def _api(address: str, method: str, path: str, body: object = None,
+def _api(cfg: StackConfig, address: str, method: str, path: str, body: object = None,
          timeout: float = 10) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"https://{address}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout, context=_TLS) as response:  # noqa: S310
-        return json.loads(response.read())
+    return kitchen_site.call(cfg, kitchen(), address, method, path, body, timeout)
 
 
 @dataclass
@@ -66,9 +57,9 @@ class _Writer(threading.Thread):
     """Posts events one after another until stopped or the host stops answering; keeps the
     acknowledgement time of each (the app commits before it answers)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, cfg: StackConfig, address: str) -> None:
         super().__init__(daemon=True)
-        self.address = address
+        self.cfg, self.address = cfg, address
         self.acks: list[tuple[int, float]] = []
         self.stop = threading.Event()
 
@@ -76,7 +67,8 @@ class _Writer(threading.Thread):
         n = 0
         while not self.stop.is_set():
             try:
-                answer = _api(self.address, "POST", "/api/events", {"drill": n}, timeout=3)
+                answer = _api(self.cfg, self.address, "POST", "/api/events", {"drill": n},
+                              timeout=3)
             except OSError:
                 return
             self.acks.append((int(answer["id"]), time.time()))
@@ -84,11 +76,11 @@ class _Writer(threading.Thread):
             time.sleep(0.02)
 
 
-def _fill(address: str, megabytes: int) -> None:
+def _fill(cfg: StackConfig, address: str, megabytes: int) -> None:
     """Grow the database by about ``megabytes`` MiB through the app (0.9 MiB events)."""
     pad = "x" * (900 << 10)
     for i in range(int(megabytes * 1024 / 900) + (1 if megabytes else 0)):
-        _api(address, "POST", "/api/events", {"fill": i, "pad": pad}, timeout=60)
+        _api(cfg, address, "POST", "/api/events", {"fill": i, "pad": pad}, timeout=60)
 
 
 def _wait_fresh(name: str, timeout: float) -> None:
@@ -117,11 +109,11 @@ def run_drill(stack_file: Path, *, db_mb: int = 0, write_seconds: float = 10.0,
         try:
             st = stack_up(name, path, progress=progress)
             started = time.monotonic()
-            _fill(st.address, db_mb)
+            _fill(cfg, st.address, db_mb)
             _wait_fresh(name, 600)
             fill_seconds = time.monotonic() - started
-            base = _api(st.address, "GET", "/api/events/count")["count"]
-            writer = _Writer(st.address)
+            base = _api(cfg, st.address, "GET", "/api/events/count")["count"]
+            writer = _Writer(cfg, st.address)
             writer.start()
             time.sleep(write_seconds)
             size = lifecycle.exec_in(name, ["stat", "-c", "%s", "/opt/choiros/data/events.db",
@@ -132,7 +124,7 @@ def run_drill(stack_file: Path, *, db_mb: int = 0, write_seconds: float = 10.0,
             writer.join(10)
             acks = [a for a in writer.acks if a[1] <= killed_at]
             new = replace_host(name, path, hard=True, progress=progress)
-            count = _api(new.address, "GET", "/api/events/count")["count"]
+            count = _api(cfg, new.address, "GET", "/api/events/count")["count"]
             rto = time.time() - killed_at
             survived = max(0, count - base)
             lost = max(0, len(acks) - survived)

@@ -25,12 +25,14 @@ class TargetChoice(enum.StrEnum):
 
 @cache
 def kitchen() -> Target:
-    """The kitchen rendering target: the kitchen cloud's apt proxy and AWS stand-in."""
-    from kitchen import cloud  # here, not at the top: only a kitchen rendering needs it
+    """The kitchen rendering target: the kitchen cloud's apt proxy and AWS stand-in, and the
+    machine running the kitchen as the admin network."""
+    from kitchen import cloud, network  # here, not at the top: only a kitchen rendering needs it
 
     return kitchen_target(
         cloud.APT_PROXY_URL,
         AwsEndpoint(cloud.AWS_ENDPOINT_URL, cloud.ACCESS_KEY_ID, cloud.SECRET_ACCESS_KEY),
+        (network.MACHINE_CIDR,),
     )
 
 

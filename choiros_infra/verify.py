@@ -51,9 +51,9 @@ READ_AHEAD_PLUGIN = "choiros_infra.verify_batch"
 
 
 def runbook_scheme(cfg: StackConfig, target: str) -> Literal["http", "https"]:
-    """How Caddy answers: the kitchen always serves HTTPS (internal CA); an AWS host does
-    unless tls_mode is off."""
-    return "https" if target == "kitchen" or cfg.tls_mode != "off" else "http"
+    """How Caddy answers: HTTPS unless the stack's tls_mode is off (the kitchen converges the
+    stack's own mode, only acme becomes its internal CA)."""
+    return "http" if cfg.tls_mode == "off" else "https"
 
 
 def runbook_address(cfg: StackConfig, target: str) -> str | None:

@@ -39,6 +39,7 @@ def host_spec(cfg: StackConfig, artifacts_bucket: str, backups_bucket: str) -> H
         domain=cfg.domain,
         acme_email=cfg.acme_email,
         tls_mode=cfg.tls_mode,
+        admin_cidrs=cfg.admin_cidrs,
         secrets=cfg.secrets,
         keep_releases=cfg.keep_releases,
         backup=backup_policy(cfg),

@@ -17,7 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-# Caddy's internal CA in the kitchen (tls internal) is not in this machine's trust store.
+# Caddy's internal CA (a kitchen stack with tls internal) is not in this machine's trust store.
 _TLS = ssl.create_default_context()
 _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE

@@ -25,6 +25,10 @@ from kitchen.errors import KitchenError
 from kitchen.processes import run
 
 CLOUD_ADDRESS = "10.213.0.1"
+# Every kitchen address: the machine's (the cloud address, the host end of each veth, from
+# which it logs in to its hosts) and the guests'. A guest sees the machine running the kitchen
+# only from here, so this is the kitchen's admin network (fail2ban never bans it).
+MACHINE_CIDR = "10.213.0.0/16"
 CLOUD_BRIDGE = "chk-cloud"
 HOST_LINK_PREFIX = "chk-"
 NETNS_PREFIX = "choiros-"

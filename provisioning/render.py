@@ -33,14 +33,18 @@ from provisioning.artifacts import (
 )
 from provisioning.files import Delivery, ManagedFile
 from provisioning.spec import (
+    ADMIN_USER,
     APP_ROOT,
     APP_USER,
+    BACKEND_FIREWALL_RULES,
+    BACKEND_GROUP,
     BACKEND_PATHS,
     BACKEND_PORT,
     BACKEND_UNIT,
     CONFIG_DIR,
     DATA_DIR,
     DATABASE,
+    DNS_STUB_ADDRESS,
     FRESHNESS_TIMER,
     FRESHNESS_UNIT,
     HEALTHCHECK_TIMER,
@@ -48,11 +52,14 @@ from provisioning.spec import (
     LITESTREAM_CONFIG,
     LITESTREAM_UNIT,
     LOGS_DIR,
+    METADATA_ADDRESSES,
     METRICS,
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
     RESTORE_UNIT,
     SECRETS_UNIT,
+    SHELL_IDLE_TIMEOUT,
+    WORKSPACE_DIR,
     HostSpec,
     TlsMode,
 )
@@ -146,7 +153,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
     target with an AWS endpoint); tests/unit/test_render.py holds the two together. The metric
     names come from :data:`provisioning.spec.METRICS`, so the tools publish what the alarms
     watch."""
-    tls_mode: TlsMode = target.tls_mode or spec.tls_mode
+    tls_mode = target.tls_mode(spec.tls_mode)
     config: dict[str, Any] = {
         "region": spec.region,
         "artifacts_bucket": spec.artifacts_bucket,
@@ -190,7 +197,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
 
 def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
     """Every file the converge writes, in a stable order."""
-    tls_mode: TlsMode = target.tls_mode or spec.tls_mode
+    tls_mode = target.tls_mode(spec.tls_mode)
     values: dict[str, Any] = {
         "app_root": APP_ROOT,
         "app_user": APP_USER,
@@ -206,9 +213,18 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         "os": spec.os,
         "fail2ban": spec.fail2ban,
         "proxy_retry": spec.proxy_retry,
+        "admin_cidrs": spec.admin_cidrs if target.admin_cidrs is None else target.admin_cidrs,
         "log_rotation": spec.log_rotation,
         "hostname": spec.hostname,
+        "admin_user": ADMIN_USER,
+        "shell_idle_timeout": SHELL_IDLE_TIMEOUT,
         "data_dir": DATA_DIR,
+        "logs_dir": LOGS_DIR,
+        "workspace_dir": WORKSPACE_DIR,
+        "backend_group": BACKEND_GROUP,
+        "backend_firewall_rules": BACKEND_FIREWALL_RULES,
+        "metadata_addresses": METADATA_ADDRESSES,
+        "dns_stub": DNS_STUB_ADDRESS,
         "database": DATABASE,
         "restore_unit": RESTORE_UNIT,
         "litestream_unit": LITESTREAM_UNIT,
@@ -233,9 +249,18 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
         ManagedFile(f"/etc/systemd/system/{BACKEND_UNIT}", tpl("choiros-backend.service.j2")),
         ManagedFile(f"/etc/systemd/system/{BACKEND_UNIT}.d/hardening.conf",
                     tpl("hardening.conf.j2")),
+        ManagedFile(BACKEND_FIREWALL_RULES, tpl("backend-firewall.nft.j2")),
         ManagedFile(f"/etc/systemd/system/{SECRETS_UNIT}", tpl("choiros-secrets.service.j2")),
         ManagedFile("/etc/fail2ban/jail.local", tpl("jail.local.j2")),
         ManagedFile("/etc/ssh/sshd_config.d/10-choiros.conf", tpl("sshd-choiros.conf.j2")),
+        ManagedFile("/etc/issue", tpl("issue.j2")),
+        ManagedFile("/etc/issue.net", tpl("issue.j2")),
+        ManagedFile("/etc/security/limits.d/10-choiros.conf", tpl("limits-core.j2")),
+        ManagedFile("/etc/systemd/coredump.conf.d/10-choiros.conf", tpl("coredump.j2")),
+        ManagedFile("/etc/modprobe.d/choiros-blacklist.conf", tpl("modprobe-blacklist.j2")),
+        ManagedFile("/etc/sysctl.d/60-choiros.conf", tpl("sysctl.j2")),
+        ManagedFile("/etc/login.defs", tpl("login.defs.j2")),
+        ManagedFile("/etc/profile", tpl("profile.j2")),
         ManagedFile("/etc/apt/apt.conf.d/52choiros-unattended-upgrades",
                     tpl("unattended-upgrades.j2")),
         ManagedFile("/etc/apt/apt.conf.d/20auto-upgrades", tpl("auto-upgrades.j2")),
@@ -322,6 +347,8 @@ def _cloud_config(spec: HostSpec, target: Target, files: tuple[ManagedFile, ...]
                 "lock_passwd": True,
             },
         ],
+        # The backend's own primary group (see provisioning/spec.py BACKEND_GROUP).
+        "groups": [BACKEND_GROUP],
     }
     if apt:
         document["apt"] = apt

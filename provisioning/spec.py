@@ -17,7 +17,21 @@ TlsMode = Literal["acme", "internal", "off"]
 APP_ROOT = "/opt/choiros"
 CONFIG_DIR = "/etc/choiros"
 APP_USER = "choiros"
+# The login Debian's cloud images create (EC2 key pair, kitchen meta-data): sshd allows only it.
+ADMIN_USER = "admin"
 BACKEND_UNIT = "choiros-backend.service"
+# The backend runs an LLM agent with a shell, so it is treated as hostile. It runs as the app
+# user (it owns the data it writes) but with a primary group of its own, which nothing else on
+# the host has and it cannot leave (no setgid, no capabilities): the backend's egress firewall
+# matches its sockets by that group, so Litestream and the backup tools, also the app user,
+# keep the instance metadata service.
+BACKEND_GROUP = "choiros-backend"
+BACKEND_FIREWALL_RULES = "/etc/choiros/backend-firewall.nft"
+# EC2's instance metadata service, IPv4 and IPv6 (Nitro): the instance role's credentials.
+METADATA_ADDRESSES: tuple[str, ...] = ("169.254.169.254", "fd00:ec2::254")
+# systemd-resolved's stub resolver, the only loopback service the backend may reach besides
+# its own port (an image that resolves names through it would otherwise leave it no DNS).
+DNS_STUB_ADDRESS = "127.0.0.53"
 SECRETS_UNIT = "choiros-secrets.service"
 BACKEND_PORT = 8080
 
@@ -26,6 +40,9 @@ BACKEND_PORT = 8080
 # freshness timer publishes how far the replica is behind.
 DATA_DIR = f"{APP_ROOT}/data"
 LOGS_DIR = f"{APP_ROOT}/logs"
+# The agent's tools write files relative to the backend's working directory: this one, the
+# only other place the backend may write.
+WORKSPACE_DIR = f"{APP_ROOT}/workspace"
 DATABASE = f"{DATA_DIR}/events.db"
 LITESTREAM_UNIT = "choiros-litestream.service"
 RESTORE_UNIT = "choiros-restore-at-boot.service"
@@ -44,20 +61,33 @@ REQUIRED_UNITS: tuple[str, ...] = (BACKEND_UNIT, "caddy.service", LITESTREAM_UNI
                                    "fail2ban.service", "ssh.service")
 
 # Distro packages the host needs; nothing to compile: release artifacts are built elsewhere.
-# python3-systemd lets fail2ban read the journal (its systemd backend).
+# python3-systemd lets fail2ban read the journal (its systemd backend); nftables loads the
+# backend's egress firewall; the backend's agent shells out to ripgrep (`rg`); debsums checks
+# installed files against their packages, apt-show-versions lists upgradable ones,
+# libpam-tmpdir gives each login its own TMPDIR, libpam-pwquality rejects weak passwords should
+# one ever be set (logins are by key). Not needrestart: it pulls in binutils (an assembler).
 BASE_PACKAGES: tuple[str, ...] = (
     "apt-listchanges",
+    "apt-show-versions",
     "ca-certificates",
     "caddy",
     "curl",
+    "debsums",
     "fail2ban",
+    "libpam-pwquality",
+    "libpam-tmpdir",
     "logrotate",
+    "nftables",
     "python3-boto3",
     "python3-systemd",
+    "ripgrep",
     "sqlite3",
     "ufw",
     "unattended-upgrades",
 )
+
+# An idle interactive login shell ends after this many seconds (TMOUT in /etc/profile).
+SHELL_IDLE_TIMEOUT = 900
 
 # The runbook's firewall: everything else inbound is denied.
 OPEN_TCP_PORTS: tuple[int, ...] = (22, 80, 443)
@@ -151,6 +181,8 @@ class HostSpec:
     domain: str | None = None
     acme_email: str | None = None
     tls_mode: TlsMode = "off"
+    # Who may SSH in (the security group's rule); fail2ban never bans them.
+    admin_cidrs: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     keep_releases: int = 5
     health_timeout_seconds: int = 30

@@ -2,8 +2,10 @@
 
 The kitchen boots the same user-data EC2 gets; what it cannot share is named in
 ``Target`` and nowhere else: how apt reaches the archive, how the host reaches "AWS" (the
-kitchen cloud's endpoint and its test credentials, since there is no instance role), and the TLS
-mode (a kitchen host has no public DNS name, so Caddy uses its internal CA to exercise 443).
+kitchen cloud's endpoint and its test credentials, since there is no instance role), the TLS
+mode (a kitchen host has no public DNS name for ACME, so a stack's ``acme`` becomes Caddy's
+internal CA; ``off`` and ``internal`` stay as they are), and who is an admin (fail2ban never
+bans the admin CIDRs; a kitchen host's operator is the machine running the kitchen).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from provisioning.spec import TlsMode
 TargetName = Literal["aws", "kitchen"]
 
 # The named differences between the aws and the kitchen rendering (a unit test holds them to it).
-TARGET_SETTINGS: tuple[str, ...] = ("apt_proxy", "aws_endpoint", "tls_mode")
+TARGET_SETTINGS: tuple[str, ...] = ("apt_proxy", "aws_endpoint", "tls_mode", "admin_cidrs")
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,22 @@ class Target:
     name: TargetName
     apt_proxy: str | None = None
     aws_endpoint: AwsEndpoint | None = None
-    tls_mode: TlsMode | None = None
+    # What this target serves for a stack whose tls_mode is acme (None: acme itself).
+    acme_tls_mode: TlsMode | None = None
+    # The admin networks, instead of the stack's choiros:admin_cidrs (None: the stack's).
+    admin_cidrs: tuple[str, ...] | None = None
+
+    def tls_mode(self, stack_mode: TlsMode) -> TlsMode:
+        """The TLS mode a host of this target converges for a stack's ``stack_mode``."""
+        return (self.acme_tls_mode or stack_mode) if stack_mode == "acme" else stack_mode
 
 
 AWS = Target(name="aws")
 
 
-def kitchen_target(apt_proxy: str, aws_endpoint: AwsEndpoint) -> Target:
-    """The kitchen's target: apt through its proxy, AWS through its stand-in, Caddy's own CA."""
+def kitchen_target(apt_proxy: str, aws_endpoint: AwsEndpoint,
+                   admin_cidrs: tuple[str, ...]) -> Target:
+    """The kitchen's target: apt through its proxy, AWS through its stand-in, Caddy's own CA
+    instead of ACME, and the kitchen machine's own addresses as the admin networks."""
     return Target(name="kitchen", apt_proxy=apt_proxy, aws_endpoint=aws_endpoint,
-                  tls_mode="internal")
+                  acme_tls_mode="internal", admin_cidrs=admin_cidrs)

@@ -9,6 +9,17 @@ contract the host relies on, and nothing more:
                           503 {"status": "unhealthy", ...} when made unhealthy (see below)
   POST /api/events        a JSON body is appended to the SQLite event store: 201 {"id": N}
   GET  /api/events/count  200 {"count": N}
+  POST /api/tools/bash    {"command": C, "timeout_ms": N (default 30000)}: runs `sh -c C` in the
+                          working directory, like the real app's bash tool (its agent's shell);
+                          200 {"success": true, "content": STDOUT} on exit 0, else 200
+                          {"success": false, "content": "Exit code: ...\nStdout: ...\nStderr: ..."}
+  POST /api/tools/write_file  {"path": RELATIVE, "content": TEXT}: writes the file relative to
+                          the working directory, parent directories created, like the real
+                          write_file tool: 200 {"success": true, "content": "Successfully wrote
+                          to P"} or 200 {"success": false, "content": "Failed to ...: ERROR"}
+                          (the kitchen proves the backend's sandbox through these two tools)
+  a tool's bad input      400 {"error": "Tool error: ..."}; a command past its timeout is killed:
+                          500 {"error": "Tool error: Command timed out after N ms"}
   anything else           404 {"error": "not found"}
 
 Environment:
@@ -22,9 +33,10 @@ Environment:
 
 V is the text of the VERSION file beside this script ("unknown" without one). One line per
 request is logged to stdout. It writes nothing but the database (and SQLite's -wal/-shm files
-beside it; temp_store is memory), imports only the standard library (Python never caches the
-main script's bytecode), needs no capabilities and no writable+executable memory, so it runs
-under the hardened systemd unit (MemoryDenyWriteExecute, ProtectSystem=strict, no capabilities).
+beside it; temp_store is memory) and what its tools are told to write, imports only the
+standard library (Python never caches the main script's bytecode), needs no capabilities and
+no writable+executable memory, so it runs under the hardened systemd unit
+(MemoryDenyWriteExecute, ProtectSystem=strict, no capabilities).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 from contextlib import closing, suppress
@@ -46,6 +59,57 @@ HERE = Path(__file__).resolve().parent
 MAX_BODY = 1 << 20
 SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, body TEXT NOT NULL)"""
+
+
+class ToolError(Exception):
+    """Bad tool input or a command that could not finish: the real app's ToolError."""
+
+
+def tool_output(success: bool, content: str) -> dict[str, Any]:
+    """The real app's ToolOutput."""
+    return {"success": success, "content": content}
+
+
+def bash_tool(args: dict[str, Any]) -> dict[str, Any]:
+    """`sh -c COMMAND` in the working directory, output captured (the real bash tool)."""
+    command, timeout_ms = args.get("command"), args.get("timeout_ms", 30000)
+    if not isinstance(command, str):
+        raise ToolError("Missing 'command' parameter")
+    if not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
+        raise ToolError("'timeout_ms' must be a positive integer")
+    try:
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              errors="replace", timeout=timeout_ms / 1000, check=False)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"Command timed out after {timeout_ms}ms") from None
+    if done.returncode == 0:
+        return tool_output(True, done.stdout)
+    return tool_output(False, f"Exit code: Some({done.returncode})\nStdout: {done.stdout}\n"
+                              f"Stderr: {done.stderr}")
+
+
+def write_file_tool(args: dict[str, Any]) -> dict[str, Any]:
+    """Writes a file relative to the working directory, parents created (the real write_file
+    tool); absolute paths are refused, as the real tool refuses them outside its project."""
+    path, content = args.get("path"), args.get("content")
+    if not isinstance(path, str) or not path:
+        raise ToolError("Missing 'path' parameter")
+    if not isinstance(content, str):
+        raise ToolError("Missing 'content' parameter")
+    if Path(path).is_absolute():
+        raise ToolError("Cannot write files outside the working directory")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return tool_output(False, f"Failed to create directory: {e}")
+    try:
+        Path(path).write_text(content, encoding="utf-8")
+    except OSError as e:
+        return tool_output(False, f"Failed to write file: {e}")
+    return tool_output(True, f"Successfully wrote to {path}")
+
+
+TOOLS = {"/api/tools/bash": bash_tool, "/api/tools/write_file": write_file_tool}
 
 
 def read_version() -> str:
@@ -123,6 +187,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
+        tool = TOOLS.get(self.path.split("?", 1)[0])
+        if tool is not None:
+            self.run_tool(tool)
+            return
         if self.path.split("?", 1)[0] != "/api/events":
             self.send_json(404, {"error": "not found"})
             return
@@ -149,6 +217,23 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(500, {"error": f"database: {e}"})
             return
         self.send_json(201, {"id": event_id})
+
+    def run_tool(self, tool: Any) -> None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+            args = json.loads(self.rfile.read(length)) if 0 <= length <= MAX_BODY else None
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            self.send_json(400, {"error": "Tool error: body must be a JSON object"})
+            return
+        try:
+            output = tool(args)
+        except ToolError as e:
+            status = 500 if "timed out" in str(e) else 400
+            self.send_json(status, {"error": f"Tool error: {e}"})
+            return
+        self.send_json(200, output)
 
     def log_message(self, format: str, *args: Any) -> None:
         print(f"{self.address_string()} {format % args}", flush=True)

@@ -88,12 +88,14 @@ class Expectations:
         """Ports that answer from outside: SSH, and Caddy on 80 (and 443 unless TLS is off)."""
         return tuple(p for p in OPEN_TCP_PORTS if p != 443 or self.tls_mode != "off")
 
-    def sshd_settings(self) -> dict[str, str]:
-        """The drop-in's directives as ``sshd -T`` prints them: lower-case key, value."""
-        settings: dict[str, str] = {}
+    def sshd_settings(self) -> dict[str, list[str]]:
+        """The drop-in's directives as ``sshd -T`` prints them: lower-case key, then every
+        value it is given (HostKey is given twice), lower-case (sshd -T prints LogLevel's in
+        capitals)."""
+        settings: dict[str, list[str]] = {}
         for line in _directive_lines(self.rendering.file(SSHD_DROP_IN).content):
             key, _, value = line.partition(" ")
-            settings[key.lower()] = value.strip().lower()
+            settings.setdefault(key.lower(), []).append(value.strip().lower())
         return settings
 
     def hardening(self) -> dict[str, list[str]]:
@@ -130,7 +132,7 @@ def load_expectations(stack_file: Path, target: str, account: str | None) -> Exp
     account_id = account or KITCHEN_ACCOUNT
     rendering = rendering_for(cfg, choice, account_id)
     names = bucket_names(cfg, account_id)
-    tls_mode = target_for(choice).tls_mode or cfg.tls_mode
+    tls_mode = target_for(choice).tls_mode(cfg.tls_mode)
     target_of = StackTarget(stack_file, cfg, choice, account_id, names.artifacts)
     return Expectations(rendering=rendering, spec=host_spec(cfg, names.artifacts, names.backups),
                         tls_mode=tls_mode, releases=target_of.releases())

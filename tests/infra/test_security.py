@@ -87,7 +87,8 @@ def test_sshd_effective_setting(sshd: dict[str, list[str]], expected: Expectatio
     The running sshd has the drop-in's value.
     """
     want = expected.sshd_settings()[sshd_directive]
-    assert sshd.get(sshd_directive) == [want], (
+    seen = [value.lower() for value in sshd.get(sshd_directive, [])]
+    assert seen == want, (
         f"sshd -T: {sshd_directive} is {sshd.get(sshd_directive)}, the drop-in says {want}")
 
 

@@ -56,9 +56,10 @@ def wait_for_replica(cfg: StackConfig, rows: int, timeout: float) -> float:
     raise AssertionError(f"the replica is {seen}, not ('ok', {rows}), after {timeout}s")
 
 
-# The app answering directly and through Caddy (the kitchen's Caddy serves 127.0.0.1 too).
+# The app answering directly and through Caddy (the kitchen's Caddy serves 127.0.0.1 too; with
+# TLS its port 80 redirects to https, which -L follows).
 HEALTHY = "curl -sf -m 2 -o /dev/null http://127.0.0.1:8080/health && " \
-          "curl -sfk -m 2 -o /dev/null https://127.0.0.1/health"
+          "curl -sfkL -m 2 -o /dev/null http://127.0.0.1/health"
 
 
 def _start_and_wait_healthy(name: str, units: tuple[str, ...], timeout: float = 60) -> None:

@@ -8,13 +8,10 @@ prefix are this module's alone; its objects are removed from moto at the end.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-import ssl
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 import pytest
 from guest_data import metric_points, wait_for_replica
 
+from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import stack_up
 from infra.config import StackConfig, load_stack_file
 from kitchen import cloud, lifecycle
@@ -31,9 +29,6 @@ from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.kitchen
 
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
 RPO_SECONDS = 5.0
 
 
@@ -75,11 +70,7 @@ def hosts(stack: tuple[Path, StackConfig]) -> Iterator[Hosts]:
 
 
 def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
-        return json.loads(response.read())
+    return kitchen_site.host_call(host, method, path, body, 10)
 
 
 def guest(host: HostState, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

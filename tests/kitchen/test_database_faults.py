@@ -8,10 +8,8 @@ Litestream (restored into a temporary file), never through the host under test.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-import ssl
 import subprocess
 import threading
 import time
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 from guest_data import replica_state, small_filesystem, wait_for_replica
 
+from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import replace_host, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig, load_stack_file
@@ -34,9 +33,6 @@ from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
 
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
 DATA = "/opt/choiros/data"
 DB = f"{DATA}/events.db"
 APP_USER = "choiros"
@@ -63,11 +59,7 @@ def db_host(stack_file: Path) -> Iterator[Fixture]:
 
 def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None,
         timeout: float = 10) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout, context=_TLS) as response:  # noqa: S310
-        return json.loads(response.read())
+    return kitchen_site.host_call(host, method, path, body, timeout)
 
 
 def count(host: HostState) -> int:

@@ -168,10 +168,11 @@ def _database(host: HostState) -> tuple[str, int]:
 
 
 def _post_event(host: HostState, n: int) -> bool:
-    """One event through Caddy, as a client writes; True when the app acknowledged it."""
-    done = guest(host, "curl", "-sk", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+    """One event through Caddy, as a client writes; True when the app acknowledged it. With TLS
+    port 80 redirects (308, the POST is kept) to https, which -L follows."""
+    done = guest(host, "curl", "-skL", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
                  "-H", "Content-Type: application/json", "--data", json.dumps({"fill": n}),
-                 "https://127.0.0.1/api/events", timeout=20)
+                 "http://127.0.0.1/api/events", timeout=20)
     return done.stdout.strip() == "201"
 
 
@@ -223,9 +224,10 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
     assert health_run(host)["healthy"] is True
 
 
-def _failed_login(address: str, user: str) -> str:
-    """One SSH login as an unknown user with a throwaway key; the local address used."""
-    sock = socket.create_connection((address, 22), timeout=10)
+def _failed_login(address: str, user: str, source: str = "") -> str:
+    """One SSH login as an unknown user with a throwaway key, from ``source`` (default: the
+    address the route picks); the local address used."""
+    sock = socket.create_connection((address, 22), timeout=10, source_address=(source, 0))
     local = str(sock.getsockname()[0])
     transport = paramiko.Transport(sock)
     try:
@@ -237,22 +239,68 @@ def _failed_login(address: str, user: str) -> str:
     return local
 
 
-def test_zz_five_ssh_attempts_as_unknown_users_get_the_address_banned(
-        host: HostState) -> None:
-    """Last in the module: it bans this machine's address on the host (undone at the end)."""
+def _failed_logins(host: HostState, source: str = "", count: int = 5) -> str:
     local = ""
-    for n in range(5):
+    for n in range(count):
         with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
-            local = _failed_login(host.address, f"nobody-{n}-{secrets.token_hex(2)}")
+            local = _failed_login(host.address, f"nobody-{n}-{secrets.token_hex(2)}", source)
     assert local, "no SSH connection could be made at all"
-    try:
-        def banned() -> bool:
-            out = guest(host, "fail2ban-client", "status", "sshd", timeout=20).stdout
-            return local in out.split("Banned IP list:")[-1]
+    return local
 
-        wait_until(f"{local} banned", banned, 30, 0.5)
-        assert local in guest(host, "ufw", "status").stdout, "banned through ufw"
-        assert healthy_direct(host)
-        assert health_run(host)["healthy"] is True
+
+def _fresh_login(host: HostState, source: str = "") -> subprocess.CompletedProcess[str]:
+    """The operator's own login (the host's key), on a new connection, not the shared one."""
+    bind = ["-b", source] if source else []
+    return subprocess.run(["ssh", "-F", str(ssh_config(host)), "-o", "ControlMaster=no",
+                           "-o", "ControlPath=none", "-o", "ConnectTimeout=10", *bind,
+                           host.address, "true"],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def _banned(host: HostState) -> list[str]:
+    out = guest(host, "fail2ban-client", "get", "sshd", "banip", timeout=20).stdout
+    return out.split()
+
+
+@pytest.fixture
+def second_source(host: HostState) -> Iterator[str]:
+    """A second address on this machine's end of the host's veth, outside the kitchen's admin
+    network (10.213.0.0/16): an attacker's address, as the host sees it."""
+    address = f"198.51.100.{host.number}"
+    subprocess.run(["ip", "address", "add", f"{address}/32", "dev", host.host_interface],
+                   check=True)
+    try:
+        yield address
     finally:
-        guest(host, "fail2ban-client", "set", "sshd", "unbanip", local)
+        subprocess.run(["ip", "address", "del", f"{address}/32", "dev", host.host_interface],
+                       check=False)
+        guest(host, "fail2ban-client", "set", "sshd", "unbanip", address)
+
+
+def test_zz_the_admin_address_is_never_banned_another_is_after_maxretry(
+        host: HostState, second_source: str) -> None:
+    """Runbook: 30-operations/04-security.md#fail2ban-list-unban-ban
+
+    Five mistaken logins from the admin address (this machine: the kitchen's admin network)
+    ban nothing; five from another address ban it, and the admin still gets in. Last in the
+    module: it bans an address on the host (undone at the end)."""
+    admin = _failed_logins(host)
+    assert admin == host.gateway
+
+    def ignored() -> int:
+        log = guest(host, "cat", "/var/log/fail2ban.log", timeout=20).stdout
+        return log.count(f"[sshd] Ignore {admin} by ip")
+
+    wait_until("fail2ban saw the admin's 5 failures and ignored them", lambda: ignored() >= 5,
+               30, 0.5)
+    assert admin not in _banned(host)
+
+    assert _failed_logins(host, second_source) == second_source
+    wait_until(f"{second_source} banned", lambda: second_source in _banned(host), 30, 0.5)
+    assert second_source in guest(host, "ufw", "status").stdout, "banned through ufw"
+    refused = _fresh_login(host, second_source)
+    assert refused.returncode == 255 and "refused" in refused.stderr, refused.stderr
+    assert _fresh_login(host).returncode == 0, "the admin still gets in"
+    assert admin not in _banned(host)
+    assert healthy_direct(host)
+    assert health_run(host)["healthy"] is True

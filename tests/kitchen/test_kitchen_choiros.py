@@ -3,9 +3,6 @@ its state across a reboot."""
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,19 +10,17 @@ from typing import Any
 import pytest
 from conftest import host_name
 
+from choiros_infra import kitchen_site
 from choiros_infra.host_access import HostAccess
-from choiros_infra.kitchen_stack import stack_up
-from choiros_infra.verify import run_suites
+from choiros_infra.kitchen_stack import remove_stack_objects, stack_up, throwaway_stack
+from choiros_infra.targets import kitchen
+from choiros_infra.verify import PROJECT_ROOT, run_suites
+from infra.config import load_stack_file
 from kitchen import lifecycle
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
-
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in the kitchen
-
 
 @pytest.fixture(scope="module")
 def choiros_host(stack_file: Path) -> Iterator[HostState]:
@@ -37,11 +32,7 @@ def choiros_host(stack_file: Path) -> Iterator[HostState]:
 
 
 def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"https://{host.address}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10, context=_TLS) as response:  # noqa: S310
-        return json.loads(response.read())
+    return kitchen_site.host_call(host, method, path, body, 10)
 
 
 def verify(host: HostState, stack_file: Path) -> int:
@@ -50,8 +41,40 @@ def verify(host: HostState, stack_file: Path) -> int:
 
 
 def test_example_stack_converges_and_verifies(choiros_host: HostState, stack_file: Path) -> None:
+    """The example stack's own TLS mode, off: the AWS default, plain HTTP on port 80."""
     assert choiros_host.state == "ready"
+    assert load_stack_file(stack_file).tls_mode == "off"
+    assert api(choiros_host, "GET", "/health")["status"] == "healthy"  # http://ADDRESS/health
     assert verify(choiros_host, stack_file) == 0
+
+
+@pytest.fixture(scope="module")
+def internal_tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = throwaway_stack(PROJECT_ROOT / "Pulumi.example.yaml",
+                           tmp_path_factory.mktemp("internal"), prefix="kt")
+    path.write_text(path.read_text() + "\n  choiros:tls_mode: internal\n")
+    try:
+        yield path
+    finally:
+        remove_stack_objects(load_stack_file(path))
+
+
+def test_a_stack_with_internal_tls_converges_and_verifies(internal_tls_stack: Path) -> None:
+    """tls_mode internal: HTTPS on 443 with Caddy's own CA, port 80 redirects to it."""
+    assert load_stack_file(internal_tls_stack).tls_mode == "internal"
+    name = host_name("tls")
+    try:
+        st = stack_up(name, internal_tls_stack)
+        assert kitchen_site.site_url(load_stack_file(internal_tls_stack), kitchen(), st.address,
+                                     "/").startswith("https://")
+        assert api(st, "GET", "/health")["status"] == "healthy"
+        redirect = lifecycle.exec_in(name, ["curl", "-s", "-o", "/dev/null", "-w",
+                                            "%{http_code} %{redirect_url}",
+                                            "http://127.0.0.1/health"]).stdout
+        assert redirect == "308 https://127.0.0.1/health", redirect
+        assert verify(st, internal_tls_stack) == 0
+    finally:
+        lifecycle.destroy(name)
 
 
 def test_secrets_reach_the_backend_env_file_from_the_kitchen_cloud(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from choiros_infra.kitchen_site import site_url
 from choiros_infra.kitchen_stack import (
     remove_stack_objects,
     replace_host,
@@ -23,7 +24,7 @@ from choiros_infra.kitchen_stack import (
     throwaway_stack,
 )
 from choiros_infra.release_store import ReleaseStore
-from choiros_infra.targets import KITCHEN_ACCOUNT
+from choiros_infra.targets import KITCHEN_ACCOUNT, kitchen
 from choiros_infra.verify import PROJECT_ROOT
 from infra.config import load_stack_file
 from infra.user_data import bucket_names
@@ -78,8 +79,8 @@ class Stack:
 
     def load(self) -> Load:
         address = lifecycle.status(self.name).address
-        return Load((f"https://{address}/health", f"https://{address}/api/events/count"),
-                    rate=RATE)
+        return Load(tuple(site_url(self.cfg, kitchen(), address, path)
+                          for path in ("/health", "/api/events/count")), rate=RATE)
 
     def destroy(self) -> None:
         lifecycle.destroy(self.name)

@@ -277,3 +277,60 @@ def test_refuses_to_start_without_a_usable_database(tmp_path: Path, env: dict[st
     output = running.log.read_text()
     assert message in output
     assert "\nTry: " in output
+
+
+# --- the agent's tools (the real app's bash and write_file tools, for the kitchen's sandbox
+# tests) ------------------------------------------------------------------------------------
+
+
+def tool(app: Running, name: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    status, body, _ = app.call("POST", f"/api/tools/{name}", json.dumps(args).encode())
+    return status, body
+
+
+def test_bash_tool_runs_sh_in_the_working_directory(app: Running) -> None:
+    status, out = tool(app, "bash", {"command": "pwd; echo made > made.txt", "timeout_ms": 5000})
+    assert (status, out) == (200, {"success": True, "content": f"{app.base / 'cwd'}\n"})
+    assert (app.base / "cwd" / "made.txt").read_text() == "made\n"
+
+
+def test_bash_tool_reports_a_failed_command_like_the_real_tool_output(app: Running) -> None:
+    status, out = tool(app, "bash", {"command": "echo out; echo err >&2; exit 3"})
+    assert status == 200 and out["success"] is False
+    assert out["content"] == "Exit code: Some(3)\nStdout: out\n\nStderr: err\n"
+
+
+def test_bash_tool_kills_a_command_past_its_timeout(app: Running) -> None:
+    started = time.monotonic()
+    status, out = tool(app, "bash", {"command": "sleep 10", "timeout_ms": 300})
+    assert (status, out) == (500, {"error": "Tool error: Command timed out after 300ms"})
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("args", [{}, {"command": 3}, {"command": "true", "timeout_ms": "1"},
+                                  {"command": "true", "timeout_ms": 0}])
+def test_bash_tool_refuses_bad_input(app: Running, args: dict[str, Any]) -> None:
+    status, out = tool(app, "bash", args)
+    assert status == 400 and out["error"].startswith("Tool error: ")
+
+
+def test_write_file_tool_writes_relative_paths_and_creates_parents(app: Running) -> None:
+    status, out = tool(app, "write_file", {"path": "notes/day/1.md", "content": "hello"})
+    assert (status, out) == (200, {"success": True,
+                                   "content": "Successfully wrote to notes/day/1.md"})
+    assert (app.base / "cwd" / "notes" / "day" / "1.md").read_text() == "hello"
+
+
+def test_write_file_tool_refuses_absolute_paths_and_reports_failures(app: Running) -> None:
+    status, out = tool(app, "write_file", {"path": str(app.base / "abs.txt"), "content": "x"})
+    assert status == 400 and "outside the working directory" in out["error"]
+    assert not (app.base / "abs.txt").exists()
+    (app.base / "cwd" / "taken").write_text("a file, not a directory")
+    status, out = tool(app, "write_file", {"path": "taken/x.txt", "content": "x"})
+    assert status == 200 and out["success"] is False
+    assert out["content"].startswith("Failed to create directory: ")
+
+
+def test_tools_refuse_a_body_that_is_not_a_json_object(app: Running) -> None:
+    status, body, _ = app.call("POST", "/api/tools/bash", b"[1, 2]")
+    assert (status, body) == (400, {"error": "Tool error: body must be a JSON object"})

@@ -148,7 +148,8 @@ def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     prefix = f"hosts/unit-{secrets.token_hex(3)}/"
     spec = HostSpec(hostname="choiros-unit", os="debian-12", region=REGION,
                     artifacts_bucket="unused", backups_bucket=BUCKET, backup_prefix=prefix)
-    target = kitchen_target("http://unused:3142", AwsEndpoint(moto_url, KEY, KEY))
+    target = kitchen_target("http://unused:3142", AwsEndpoint(moto_url, KEY, KEY),
+                            ("10.213.0.0/16",))
     rendering = render(spec, target)
     data = tmp_path / "app" / "data"
     data.mkdir(parents=True)

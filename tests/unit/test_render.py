@@ -208,6 +208,7 @@ ALLOWED_DIFFERENCES = {
     "write_files[/etc/choiros/host.json]": "aws_endpoint",
     "write_files[/etc/choiros/litestream.yml]": "aws_endpoint",
     "write_files[/etc/caddy/Caddyfile]": "tls_mode",
+    "write_files[/etc/fail2ban/jail.local]": "admin_cidrs",
 }
 
 
@@ -228,10 +229,42 @@ def test_kitchen_host_config_points_the_tools_at_the_kitchen_cloud() -> None:
     kitchen = json.loads(rendered(KITCHEN).file("/etc/choiros/host.json").content)
     assert "aws" not in aws, "on EC2 the tools use the instance role and AWS's endpoints"
     assert kitchen.pop("aws")["endpoint_url"] == "http://10.213.0.1:5000"
-    # The kitchen's TLS mode (internal) puts Caddy on https; the sample stack's is off.
-    assert kitchen.pop("site_health_url") == "https://127.0.0.1/health"
-    assert aws.pop("site_health_url") == "http://127.0.0.1/health"
     assert kitchen == aws
+
+
+@pytest.mark.parametrize(("stack_mode", "kitchen_mode"), [
+    ("off", "off"), ("internal", "internal"), ("acme", "internal")])
+def test_the_kitchen_converges_the_stacks_tls_mode_mapping_only_acme(stack_mode: str,
+                                                                     kitchen_mode: str) -> None:
+    overrides: dict[str, Any] = {"tls_mode": stack_mode}
+    if stack_mode == "acme":
+        overrides |= {"domain": "choir.example.com", "acme_email": "ops@example.com"}
+    aws, kitchen = rendered(AWS, **overrides), rendered(KITCHEN, **overrides)
+    caddy = {t: r.file("/etc/caddy/Caddyfile").content for t, r in
+             (("aws", aws), ("kitchen", kitchen))}
+    health = {t: json.loads(r.file("/etc/choiros/host.json").content)["site_health_url"]
+              for t, r in (("aws", aws), ("kitchen", kitchen))}
+    assert ("tls internal" in caddy["kitchen"]) == (kitchen_mode == "internal")
+    assert ("auto_https off" in caddy["kitchen"]) == (kitchen_mode == "off")
+    assert health["kitchen"] == ("http" if kitchen_mode == "off" else "https") + \
+        "://127.0.0.1/health"
+    if stack_mode != "acme":
+        assert caddy["kitchen"] == caddy["aws"] and health["kitchen"] == health["aws"]
+    else:
+        assert "email ops@example.com" in caddy["aws"] and "tls internal" not in caddy["aws"]
+
+
+def test_fail2ban_never_bans_the_admin_networks() -> None:
+    """On EC2 the stack's admin_cidrs (the security group's SSH sources); in the kitchen the
+    machine running it, which is where its operator logs in from."""
+    def ignored(target: Any) -> list[str]:
+        jail = rendered(target, admin_cidrs=["203.0.113.7/32", "2001:db8::/48"]).file(
+            "/etc/fail2ban/jail.local").content
+        (line,) = [ln for ln in jail.splitlines() if ln.startswith("ignoreip")]
+        return line.split("=", 1)[1].split()
+
+    assert ignored(AWS) == ["127.0.0.1/8", "::1", "203.0.113.7/32", "2001:db8::/48"]
+    assert ignored(KITCHEN) == ["127.0.0.1/8", "::1", "10.213.0.0/16"]
 
 
 def test_user_data_carries_parameter_names_never_values() -> None:

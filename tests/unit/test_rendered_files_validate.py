@@ -23,6 +23,8 @@ from infra.user_data import render_for
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import CONVERGE_SCRIPT, Rendering
 from provisioning.spec import (
+    BACKEND_FIREWALL_RULES,
+    BACKEND_GROUP,
     BACKEND_PATHS,
     BACKEND_UNIT,
     FRESHNESS_TIMER,
@@ -141,7 +143,8 @@ def test_caddy_tls_modes(tmp_path: Path) -> None:
     server = off["apps"]["http"]["servers"]["srv0"]
     assert server["listen"] == [":80"]
     assert server["automatic_https"]["disable"] is True
-    internal = _adapt(tmp_path, rendering(KITCHEN).file("/etc/caddy/Caddyfile").content)
+    internal = _adapt(tmp_path, rendering(KITCHEN, tls_mode="internal").file(
+        "/etc/caddy/Caddyfile").content)
     issuers = [i["module"] for n in _walk(internal) for i in n.get("issuers", [])]
     assert issuers == ["internal"]
     assert internal["apps"]["http"]["servers"]["srv0"]["listen"] == [":443"]
@@ -171,7 +174,7 @@ def test_systemd_accepts_every_unit_and_drop_in(tmp_path: Path) -> None:
                        "usr/local/sbin/choiros-retry",
                        "usr/local/bin/litestream", "usr/local/sbin/choiros-restore-at-boot",
                        "usr/local/sbin/choiros-backup-freshness",
-                       "usr/local/sbin/choiros-healthcheck"):
+                       "usr/local/sbin/choiros-healthcheck", "usr/sbin/nft"):
         path = root / executable
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
@@ -230,11 +233,40 @@ def test_sshd_accepts_the_drop_in_and_it_wins(tmp_path: Path) -> None:
             "kbdinteractiveauthentication no", "maxauthtries 3"} <= lines
 
 
+def test_ssh_audit_flags_none_of_the_algorithms_sshd_offers() -> None:
+    """Debian's ssh-audit judges each algorithm the drop-in lets sshd offer (and the host key
+    types it keeps): no fail, no warn. The kitchen measures the live sshd the same way
+    (bench/hardening_audit.py)."""
+    content = rendering().file("/etc/ssh/sshd_config.d/10-choiros.conf").content
+    directives = dict(line.split(" ", 1) for line in content.splitlines()
+                      if line and not line.startswith("#"))
+    offered = [*directives["KexAlgorithms"].split(","), *directives["Ciphers"].split(","),
+               *directives["MACs"].split(","), "ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+    assert "/etc/ssh/ssh_host_ecdsa_key" not in content  # only ed25519 and RSA host keys
+    result = run(tool("ssh-audit"), "--no-colors", f"--lookup={','.join(offered)}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    flagged = [ln.strip() for ln in result.stdout.splitlines() if "[fail]" in ln or "[warn]" in ln]
+    assert flagged == [], flagged
+    assert result.stdout.count("-- [info]") == len(offered), result.stdout
+
+
 def test_shellcheck_passes_the_converge_script(tmp_path: Path) -> None:
     script = tmp_path / "converge.sh"
     script.write_text(rendering().file(CONVERGE_SCRIPT).content)
     result = run(tool("shellcheck"), str(script))
     assert result.returncode == 0, result.stdout
+
+
+def test_nft_accepts_the_backend_firewall(tmp_path: Path) -> None:
+    """`nft --check` in a network namespace of its own (nothing is loaded anywhere). nft resolves
+    the group's name when it reads the rules, and this machine has no such group: root stands
+    in for it."""
+    content = rendering().file(BACKEND_FIREWALL_RULES).content
+    assert content.count(f'meta skgid "{BACKEND_GROUP}"') == 1
+    rules = tmp_path / "backend-firewall.nft"
+    rules.write_text(content.replace(f'"{BACKEND_GROUP}"', '"root"'))
+    result = run("unshare", "--net", tool("nft"), "--check", "--file", str(rules))
+    assert result.returncode == 0, result.stderr
 
 
 def test_logrotate_accepts_the_config(tmp_path: Path) -> None:

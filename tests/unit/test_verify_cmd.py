@@ -273,7 +273,8 @@ def test_naive_ssh_config_connects_per_command_and_known_hosts_is_strict() -> No
 
 
 @pytest.mark.parametrize(("target", "overrides", "scheme", "address"), [
-    ("kitchen", {}, "https", None),
+    ("kitchen", {}, "http", None),
+    ("kitchen", {"tls_mode": "internal"}, "https", None),
     ("aws", {}, "http", None),
     ("aws", {"tls_mode": "internal"}, "https", None),
     ("aws", {"domain": "choir.example.com", "acme_email": "ops@example.com"}, "https",
@@ -311,7 +312,7 @@ def test_kitchen_runs_default_to_fewer_workers(tmp_path: Path) -> None:
     assert argv[argv.index("-n") + 1] == str(KITCHEN_WORKERS)
     assert "--hosts=ssh://admin@10.213.2.2:2222" in argv
     assert f"--ssh-identity-file={tmp_path / 'id'}" in argv
-    assert "--runbook-scheme=https" in argv
+    assert "--runbook-scheme=http" in argv  # the sample stack's tls_mode off
 
 
 def test_verify_reads_host_facts_ahead_and_times_connects_by_target(tmp_path: Path) -> None:
@@ -337,6 +338,9 @@ def test_verdict_maps_pytest_exit_codes(pytest_code: int, code: int) -> None:
     ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", "ssh-keygen -R 10.0.0.1"),
     ("ssh: Could not resolve hostname nowhere: Name or service not known", "cannot resolve"),
     ("ssh: connect to host 10.0.0.1 port 22: Connection refused", "refuses SSH"),
+    ("ssh: connect to host 10.0.0.1 port 22: Connection refused",
+     "fail2ban-client set sshd unbanip"),
+    ("ssh: connect to host 10.0.0.1 port 22: Connection timed out", "fail2ban"),
     ("ssh: connect to host 10.0.0.1 port 22: Connection timed out", "admin_cidrs"),
 ])
 def test_ssh_failures_are_explained(stderr: str, words: str) -> None:

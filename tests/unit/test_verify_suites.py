@@ -140,10 +140,12 @@ def test_every_file_is_read_with_one_quoted_command() -> None:
 
 def test_expectations_come_from_the_rendering() -> None:
     expected = load_expectations(REPO / "Pulumi.example.yaml", "kitchen", None)
-    assert expected.tls_mode == "internal" and expected.scheme == "https"
-    assert expected.served_ports == (22, 80, 443)
+    # The kitchen converges the example stack's own TLS mode: off, plain HTTP on 80.
+    assert expected.tls_mode == "off" and expected.scheme == "http"
+    assert expected.served_ports == (22, 80)
     sshd = expected.sshd_settings()
-    assert sshd["permitrootlogin"] == "no" and sshd["passwordauthentication"] == "no"
+    assert sshd["permitrootlogin"] == ["no"] and sshd["passwordauthentication"] == ["no"]
+    assert sshd["hostkey"] == ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"]
     hardening = expected.hardening()
     assert hardening["ProtectSystem"] == ["strict"]
     assert len(hardening["SystemCallFilter"]) == 2  # set twice: merged by systemd
