@@ -297,7 +297,9 @@ def test_zz_the_admin_address_is_never_banned_another_is_after_maxretry(
 
     assert _failed_logins(host, second_source) == second_source
     wait_until(f"{second_source} banned", lambda: second_source in _banned(host), 30, 0.5)
-    assert second_source in guest(host, "ufw", "status").stdout, "banned through ufw"
+    # fail2ban records the ban before its action has inserted the ufw rule: wait for both.
+    wait_until(f"{second_source} banned through ufw",
+               lambda: second_source in guest(host, "ufw", "status").stdout, 30, 0.5)
     refused = _fresh_login(host, second_source)
     assert refused.returncode == 255 and "refused" in refused.stderr, refused.stderr
     assert _fresh_login(host).returncode == 0, "the admin still gets in"
