@@ -42,10 +42,11 @@ unit: system-deps setup
 pristine: system-deps
 	./scripts/pristine-debian-check
 
-# The whole suite: lint, unit tests, the kitchen tests (boots real local hosts). `make pristine`
-# runs the unit suite on a pristine Debian 12 (not yet part of this target: see the README).
+# The whole suite: lint, unit tests, the kitchen tests (boots real local hosts), then the unit
+# suite again on a pristine Debian 12 (`make pristine`).
 test: system-deps setup lint
 	$(VENV)/bin/pytest -q
+	./scripts/pristine-debian-check
 
 # (Re)creates the local host named "default" from Pulumi.example.yaml, verifies it, leaves it up.
 kitchen: system-deps setup

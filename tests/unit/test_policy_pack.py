@@ -220,13 +220,19 @@ def test_the_pack_runs_in_the_projects_venv_with_the_pinned_pulumi_policy() -> N
 
 
 def test_the_pack_starts_as_pulumi_runs_it() -> None:
-    """Pulumi runs policy/__main__.py and reads the analyzer's port from its first line."""
+    """Pulumi's ``pulumi-analyzer-policy-python`` runs ``python -u -m pulumi.policy ENGINE DIR``
+    and reads the analyzer's port from the first line. pulumi-policy writes the port without a
+    flush, so ``-u`` is what makes it arrive; the environment's PYTHONUNBUFFERED must not be what
+    makes this test pass (it is removed), since Debian's python3 does not set it."""
+    import os
     import select
     import subprocess
     import sys
 
-    pack_process = subprocess.Popen([sys.executable, "__main__.py"], cwd=PACK,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    pack_process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."], cwd=PACK,
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert pack_process.stdout is not None
         ready, _, _ = select.select([pack_process.stdout], [], [], 60)
