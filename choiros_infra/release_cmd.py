@@ -36,7 +36,8 @@ from choiros_infra.stack_target import StackTarget, resolve
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify_cmd import execute
 from infra.config import ConfigError
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import inspect_release, tarball_name, valid_version
+from provisioning.host_tools.choiros_tool import USAGE, ToolError
 from provisioning.release_format import files_from, write_release
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -67,7 +68,7 @@ def errors() -> Iterator[None]:
         yield
     except ReleaseError as e:
         fail(escape(e.problem), escape(e.fix), e.code)
-    except host.ToolError as e:
+    except ToolError as e:
         fail(escape(str(e)), escape(e.hint), e.code)
     except UsageProblem as e:
         fail(escape(e.problem), escape(e.fix))
@@ -124,8 +125,8 @@ def pack(
         try:
             files = files_from(sandbox, dist, version)
             tarball = write_release(files, version, out)
-        except host.ToolError as e:
-            if e.code == host.USAGE:
+        except ToolError as e:
+            if e.code == USAGE:
                 raise
             fail(escape(str(e)), "fix the build: --sandbox must be a non-empty executable "
                  "file; --dist must hold index.html and only regular files and directories "
@@ -152,13 +153,13 @@ def publish(
             fail(f"{escape(str(tarball))} is not a file", "give the tarball `choiros-infra "
                  "release pack` wrote")
         version = tarball.name.removeprefix("choiros-").removesuffix(".tar.gz")
-        if tarball.name != host.tarball_name(version) or not host.valid_version(version):
+        if tarball.name != tarball_name(version) or not valid_version(version):
             fail(f"{escape(tarball.name)} is not named choiros-VERSION.tar.gz",
                  "publish the file `choiros-infra release pack` wrote, under its own name")
         sha256 = sidecar_sha256(tarball)
         try:
-            host.inspect_release(tarball, version)
-        except host.ToolError as e:
+            inspect_release(tarball, version)
+        except ToolError as e:
             fail(escape(str(e)), "publish what `choiros-infra release pack` wrote")
         resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                            account_id=account_id, need_host=False)

@@ -36,9 +36,10 @@ from choiros_infra.release_store import (
 )
 from choiros_infra.stack_target import StackTarget
 from choiros_infra.verify import RUNBOOKS, SUITES
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import WANTED_KEY, Wanted, valid_version
+from provisioning.host_tools.choiros_tool import BROKEN
 
-EXIT_BROKEN = host.BROKEN
+EXIT_BROKEN = BROKEN
 # The application checks a deploy runs: the release on the host, /health and the site
 # through Caddy, and the release runbook's own expectations.
 APP_CHECKS = (SUITES / "test_layout.py", SUITES / "test_caddy.py",
@@ -53,8 +54,8 @@ Checker = Callable[[StackTarget, HostAccess], int]
 class Running:
     """What a host runs (``choiros-deploy --status``)."""
 
-    current: host.Wanted | None
-    previous: host.Wanted | None
+    current: Wanted | None
+    previous: Wanted | None
 
 
 def host_status(access: HostAccess) -> Running:
@@ -69,11 +70,11 @@ def host_status(access: HostAccess) -> Running:
                            f"exited {code}: {out.strip()[-300:]})",
                            "is the host converged? choiros-infra diagnose shows its state")
 
-    def release(key: str) -> host.Wanted | None:
+    def release(key: str) -> Wanted | None:
         item = doc.get(key)
         if not isinstance(item, dict) or not item.get("version"):
             return None
-        return host.Wanted(str(item["version"]), str(item.get("sha256") or ""))
+        return Wanted(str(item["version"]), str(item.get("sha256") or ""))
 
     return Running(release("current"), release("previous"))
 
@@ -82,7 +83,7 @@ def _restore(store: ReleaseStore, before: WantedRelease | None, now: WantedRelea
              say: Say) -> None:
     """Put the wanted release back to what it was before this command."""
     if before is None:
-        store.s3.delete_object(Bucket=store.bucket, Key=host.WANTED_KEY)
+        store.s3.delete_object(Bucket=store.bucket, Key=WANTED_KEY)
         say("wanted release: unset again (it was never set)")
         return
     store.set_wanted(before.version, before.sha256, since=now, verified=before.verified)
@@ -115,7 +116,7 @@ def _switch(stack: StackTarget, access: HostAccess, store: ReleaseStore, version
 
 def deploy(stack: StackTarget, access: HostAccess, version: str, *, check: Checker,
            say: Say, sha256: str | None = None) -> int:
-    if not host.valid_version(version):
+    if not valid_version(version):
         raise ReleaseError(f"invalid version {version!r}", "give a published version, e.g. "
                            "1.4.2", EXIT_UNUSABLE)
     store = stack.releases()

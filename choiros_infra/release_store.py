@@ -1,7 +1,7 @@
 """A stack's releases in its artifacts bucket, as the workstation sees them: publish a release
 once and for all, prove a published one is intact, and read or set the stack's wanted release.
 
-Bucket layout (the host reads the same keys, see ``host_tools/choiros_host.py``):
+Bucket layout (the host reads the same keys, see ``host_tools/choiros_release.py``):
 
   releases/<version>/choiros-<version>.tar.gz[.sha256]   a release; immutable once written
   wanted-release.json                                    {"version", "sha256", "set_at",
@@ -26,10 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import (
+    WANTED_KEY,
+    parse_sha256_file,
+    parse_wanted,
+    release_key,
+    sha256_line,
+    tarball_name,
+)
+from provisioning.host_tools.choiros_tool import REFUSED, ToolError
 
-WANTED_KEY = host.WANTED_KEY
-EXIT_REFUSED = host.REFUSED
+EXIT_REFUSED = REFUSED
 
 
 class ReleaseError(Exception):
@@ -77,12 +84,12 @@ def sidecar_sha256(tarball: Path) -> str:
     """The checksum in ``<tarball>.sha256``, checked against the tarball's bytes."""
     sidecar = tarball.with_name(tarball.name + ".sha256")
     try:
-        said = host.parse_sha256_file(sidecar.read_text("utf-8", "replace"), tarball.name)
+        said = parse_sha256_file(sidecar.read_text("utf-8", "replace"), tarball.name)
     except OSError as e:
         raise ReleaseError(f"{sidecar} cannot be read ({e.strerror})",
                            "keep the .sha256 that `choiros-infra release pack` wrote beside "
                            "the tarball", 2) from None
-    except host.ToolError as e:
+    except ToolError as e:
         raise ReleaseError(str(e), e.hint, 2) from None
     if (actual := file_sha256(tarball)) != said:
         raise ReleaseError(f"{tarball.name} does not match its .sha256 (file {actual}, "
@@ -103,7 +110,7 @@ class ReleaseStore:
 
     def published_sha256(self, version: str) -> str | None:
         """The checksum object's digest of a published release; None if it is not there."""
-        key = host.release_key(version) + ".sha256"
+        key = release_key(version) + ".sha256"
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(4096)
         except Exception as e:
@@ -112,15 +119,14 @@ class ReleaseStore:
             raise ReleaseError(f"cannot read {self.url(key)}: {e}",
                                "check your AWS credentials and the bucket name") from e
         try:
-            return host.parse_sha256_file(body.decode("utf-8", "replace"),
-                                          host.tarball_name(version))
-        except host.ToolError as e:
+            return parse_sha256_file(body.decode("utf-8", "replace"), tarball_name(version))
+        except ToolError as e:
             raise ReleaseError(f"{self.url(key)}: {e}", "the release is damaged: publish "
                                "the build as a new version") from None
 
     def download(self, version: str, dest_dir: Path) -> Path:
         """The release's tarball, downloaded into ``dest_dir``."""
-        key, dest = host.release_key(version), dest_dir / host.tarball_name(version)
+        key, dest = release_key(version), dest_dir / tarball_name(version)
         try:
             with dest.open("wb") as f:
                 shutil.copyfileobj(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"], f,
@@ -129,7 +135,7 @@ class ReleaseStore:
             if _missing(e):
                 raise ReleaseError(f"release {version} is not in {self.url('releases/')}",
                                    f"publish it first: choiros-infra release publish "
-                                   f"{host.tarball_name(version)} ...") from None
+                                   f"{tarball_name(version)} ...") from None
             raise ReleaseError(f"cannot download {self.url(key)}: {e}",
                                "check your AWS credentials and the bucket name") from e
         return dest
@@ -141,7 +147,7 @@ class ReleaseStore:
         if said is None:
             raise ReleaseError(f"release {version} is not in {self.url('releases/')}",
                                "publish it first: choiros-infra release publish "
-                               f"{host.tarball_name(version)} --stack-file ... --target ...")
+                               f"{tarball_name(version)} --stack-file ... --target ...")
         with tempfile.TemporaryDirectory(prefix="choiros-check-") as tmp:
             actual = file_sha256(self.download(version, Path(tmp)))
         if actual != said:
@@ -159,12 +165,12 @@ class ReleaseStore:
         already = self.published_sha256(version)
         if already is not None and already != sha256:
             raise self._taken(version, already, sha256)
-        key = host.release_key(version)
+        key = release_key(version)
         uploaded = False
         if already is None:
             with tarball.open("rb") as body:
                 uploaded = self._put_once(key, body, "application/gzip", sha256, version)
-        line = host.sha256_line(sha256, tarball.name).encode()
+        line = sha256_line(sha256, tarball.name).encode()
         uploaded |= self._put_once(key + ".sha256", line, "text/plain", sha256, version)
         return uploaded
 
@@ -212,8 +218,8 @@ class ReleaseStore:
                                "check your AWS credentials and the bucket name") from e
         text = obj["Body"].read(65536)
         try:
-            parsed = host.parse_wanted(text)
-        except host.ToolError as e:
+            parsed = parse_wanted(text)
+        except ToolError as e:
             raise ReleaseError(f"{self.url(WANTED_KEY)}: {e}", e.hint) from None
         doc = json.loads(text)
         return WantedRelease(parsed.version, parsed.sha256, verified=doc.get("verified") is True,

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from provisioning.host_tools.choiros_host import ToolError
+from provisioning.host_tools.choiros_tool import ToolError
 from provisioning.release_format import Entry, write_release
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixture_app"

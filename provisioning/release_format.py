@@ -1,7 +1,7 @@
 """Writing ChoirOS release tarballs on the workstation, checked by the host's own validator.
 
 The format belongs to its consumer, ``choiros-deploy`` (see the docstring of
-``host_tools/choiros_host.py``). This module writes it and then hands the bytes to that same
+``host_tools/choiros_release.py``). This module writes it and then hands the bytes to that same
 ``inspect_release`` before anything reaches the output directory, so a release the host would
 refuse is never written: there is one validator, the host's.
 
@@ -20,7 +20,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import (
+    inspect_release,
+    sha256_line,
+    tarball_name,
+    valid_version,
+)
+from provisioning.host_tools.choiros_tool import USAGE, ToolError
 
 RELEASE_MTIME = 1_700_000_000  # 2023-11-14T22:13:20Z, fixed for reproducible tarballs
 
@@ -57,12 +63,11 @@ def files_from(sandbox: Path, dist: Path, version: str) -> dict[str, Entry]:
     """The tarball's entries from a build: the backend binary as ``sandbox`` (its execute bit
     kept), ``dist/`` as found (links stay links, for the validator to refuse), ``VERSION``."""
     if not sandbox.is_file() or sandbox.is_symlink():
-        raise host.ToolError(f"--sandbox {sandbox} is not a regular file",
-                           "give the built backend binary (target/release/sandbox)", host.USAGE)
+        raise ToolError(f"--sandbox {sandbox} is not a regular file",
+                        "give the built backend binary (target/release/sandbox)", USAGE)
     if not dist.is_dir() or dist.is_symlink():
-        raise host.ToolError(f"--dist {dist} is not a directory",
-                           "give the frontend build's dist/ directory (dx build --release)",
-                           host.USAGE)
+        raise ToolError(f"--dist {dist} is not a directory",
+                        "give the frontend build's dist/ directory (dx build --release)", USAGE)
     mode = 0o755 if os.stat(sandbox).st_mode & 0o100 else 0o644
     files: dict[str, Entry] = {"sandbox": (sandbox.read_bytes(), mode),
                                "VERSION": (f"{version}\n".encode(), 0o644)}
@@ -80,20 +85,20 @@ def files_from(sandbox: Path, dist: Path, version: str) -> dict[str, Entry]:
 def write_release(files: dict[str, Entry], version: str, out_dir: Path) -> Path:
     """Write ``choiros-<version>.tar.gz`` and its ``.sha256`` into ``out_dir``, only once the
     host's validator accepted the bytes; nothing is written on refusal. Returns the tarball."""
-    if not host.valid_version(version):
-        raise host.ToolError(f"invalid version {version!r}", "use up to 64 of [0-9A-Za-z._+-], "
-                           "starting with a letter or digit, no '..' (e.g. 1.4.2)", host.USAGE)
+    if not valid_version(version):
+        raise ToolError(f"invalid version {version!r}", "use up to 64 of [0-9A-Za-z._+-], "
+                        "starting with a letter or digit, no '..' (e.g. 1.4.2)", USAGE)
     data = tarball_bytes(files)
-    name = host.tarball_name(version)
+    name = tarball_name(version)
     with tempfile.TemporaryDirectory(prefix="choiros-pack-") as tmp:
         candidate = Path(tmp) / name
         candidate.write_bytes(data)
-        host.inspect_release(candidate, version)
+        inspect_release(candidate, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
     tarball = out_dir / name
     _write_atomic(tarball, data)
-    _write_atomic(out_dir / f"{name}.sha256", host.sha256_line(digest, name).encode())
+    _write_atomic(out_dir / f"{name}.sha256", sha256_line(digest, name).encode())
     return tarball
 
 

@@ -81,7 +81,10 @@ ARTIFACTS_LIST = f"{CONFIG_DIR}/artifacts.json"
 HOST_TOOLS: tuple[tuple[str, str], ...] = (
     (FETCH_ARTIFACTS, "choiros-fetch-artifacts"),
     (RETRY, "choiros-retry"),
-    ("/usr/local/lib/choiros/choiros_host.py", "choiros_host.py"),
+    ("/usr/local/lib/choiros/choiros_tool.py", "choiros_tool.py"),
+    ("/usr/local/lib/choiros/choiros_release.py", "choiros_release.py"),
+    ("/usr/local/lib/choiros/choiros_deploy.py", "choiros_deploy.py"),
+    ("/usr/local/lib/choiros/choiros_secrets.py", "choiros_secrets.py"),
     ("/usr/local/lib/choiros/choiros_backup.py", "choiros_backup.py"),
     ("/usr/local/bin/choiros-deploy", "choiros-deploy"),
     ("/usr/local/bin/choiros-rollback", "choiros-rollback"),
@@ -149,7 +152,7 @@ def _site_health_url(tls_mode: TlsMode) -> str:
 def _host_config(spec: HostSpec, target: Target) -> str:
     """/etc/choiros/host.json: what the host tools need to know about their stack.
 
-    Its keys are exactly the fields of ``host_tools/choiros_host.Config`` (``aws`` only for a
+    Its keys are exactly the fields of ``host_tools/choiros_tool.Config`` (``aws`` only for a
     target with an AWS endpoint); tests/unit/test_render.py holds the two together. The metric
     names come from :data:`provisioning.spec.METRICS`, so the tools publish what the alarms
     watch."""

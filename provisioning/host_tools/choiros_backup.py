@@ -1,9 +1,10 @@
 """Library of the ChoirOS backup tools choiros-restore, choiros-restore-at-boot and
 choiros-backup-freshness.
 
-Installed as /usr/local/lib/choiros/choiros_backup.py beside choiros_host.py (config, errors,
-AWS clients, health checks). Needs Debian 12's python3 (sqlite3 is in the standard library),
-python3-boto3 for the metric, and the pinned Litestream binary the converge installed.
+Installed as /usr/local/lib/choiros/choiros_backup.py beside choiros_tool.py (config, errors,
+AWS clients, the deploy lock, the health wait). Needs Debian 12's python3 (sqlite3 is in the
+standard library), python3-boto3 for the metric, and the pinned Litestream binary the
+converge installed.
 
 The event store (host.json `database`) is replicated by choiros-litestream.service to
 s3://<backups_bucket>/<backup_prefix> as Litestream 0.5 LTX files: <prefix>0000/ holds one
@@ -49,36 +50,36 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # on the host it is the sibling module; here, its path in the repository
-    from provisioning.host_tools.choiros_host import (
-    BROKEN,
-    OK,
-    REFUSED,
-    UNDONE,
-    USAGE,
-    Config,
-    ToolError,
-    _aws_errors,
-    _run,
-    aws_client,
-    locked,
-    wait_healthy,
-)
+if TYPE_CHECKING or __package__:  # in the repository; on the host, a sibling module
+    from provisioning.host_tools.choiros_tool import (
+        BROKEN,
+        OK,
+        REFUSED,
+        UNDONE,
+        USAGE,
+        Config,
+        ToolError,
+        aws_client,
+        aws_errors,
+        locked,
+        run_tool,
+        wait_healthy,
+    )
 else:
-    from choiros_host import (
-    BROKEN,
-    OK,
-    REFUSED,
-    UNDONE,
-    USAGE,
-    Config,
-    ToolError,
-    _aws_errors,
-    _run,
-    aws_client,
-    locked,
-    wait_healthy,
-)
+    from choiros_tool import (
+        BROKEN,
+        OK,
+        REFUSED,
+        UNDONE,
+        USAGE,
+        Config,
+        ToolError,
+        aws_client,
+        aws_errors,
+        locked,
+        run_tool,
+        wait_healthy,
+    )
 
 LEVEL0, SNAPSHOT_LEVEL = 0, 9
 BOOT_RETRY_SECONDS = 600.0
@@ -480,7 +481,7 @@ def _newest_level0(cfg: Config) -> tuple[int, datetime] | None:
                 txid = _txid(obj["Key"].rsplit("/", 1)[-1])
                 if txid is not None and (newest is None or txid > newest[0]):
                     newest = (txid, obj["LastModified"].astimezone(UTC))
-    except _aws_errors() as e:
+    except aws_errors() as e:
         raise ToolError(f"cannot list s3://{cfg.backups_bucket}/{prefix}: {e}",
                         "check the instance role and the network") from e
     return newest
@@ -544,7 +545,7 @@ def publish_freshness(cfg: Config) -> int:
         aws_client(cfg, "cloudwatch").put_metric_data(
             Namespace=cfg.metrics_namespace,
             MetricData=[cfg.metric(cfg.backup_age_metric, round(age, 3), "Seconds")])
-    except _aws_errors() as e:
+    except aws_errors() as e:
         raise ToolError(f"cannot publish {cfg.backup_age_metric}: {e}",
                         "check the instance role (cloudwatch:PutMetricData) and the network") from e
     print(f"{cfg.metrics_namespace}/{cfg.backup_age_metric} {cfg.metrics_dimension}={host}: "
@@ -575,20 +576,20 @@ def restore_main(argv: list[str] | None = None) -> int:
                        a.scratch)
 
     os.umask(0o027)
-    return _run(argv, "choiros-restore", "Restore the event store from its S3 replica: "
-                "restore into a temporary file, check it,\nstop the backend, move the current "
-                "database to data/pre-restore-<time>/, swap in,\nstart and health-check.",
-                action, setup)
+    return run_tool(argv, "choiros-restore", "Restore the event store from its S3 replica: "
+                    "restore into a temporary file, check it,\nstop the backend, move the current "
+                    "database to data/pre-restore-<time>/, swap in,\nstart and health-check.",
+                    action, setup)
 
 
 def restore_at_boot_main(argv: list[str] | None = None) -> int:
     os.umask(0o027)
-    return _run(argv, "choiros-restore-at-boot", "Before the backend starts: restore the latest "
-                "replica if the database is absent\nand a replica exists; otherwise do nothing.",
-                lambda cfg, a: restore_at_boot(cfg))
+    return run_tool(argv, "choiros-restore-at-boot", "Before the backend starts: restore the "
+                    "latest replica if the database is absent\nand a replica exists; otherwise "
+                    "do nothing.", lambda cfg, a: restore_at_boot(cfg))
 
 
 def freshness_main(argv: list[str] | None = None) -> int:
-    return _run(argv, "choiros-backup-freshness", "Publish how far the S3 replica is behind the "
-                "database (CloudWatch, seconds).", lambda cfg, a: publish_freshness(cfg))
+    return run_tool(argv, "choiros-backup-freshness", "Publish how far the S3 replica is behind "
+                    "the database (CloudWatch, seconds).", lambda cfg, a: publish_freshness(cfg))
 

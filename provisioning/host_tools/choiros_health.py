@@ -1,6 +1,6 @@
 """Library of the ChoirOS host tool choiros-healthcheck (choiros-healthcheck.timer, every minute).
 
-Installed as /usr/local/lib/choiros/choiros_health.py beside choiros_host.py and
+Installed as /usr/local/lib/choiros/choiros_health.py beside choiros_tool.py and
 choiros_backup.py. One run checks:
 
 * /health through Caddy (host.json `site_health_url`, with `site_server_name` as Host and SNI;
@@ -41,25 +41,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # on the host it is the sibling module; here, its path in the repository
-    from provisioning.host_tools.choiros_host import (
+if TYPE_CHECKING or __package__:  # in the repository; on the host, a sibling module
+    from provisioning.host_tools.choiros_tool import (
         BROKEN,
         OK,
         Config,
         ToolError,
-        _aws_errors,
-        _run,
         aws_client,
+        aws_errors,
+        run_tool,
     )
 else:
-    from choiros_host import (
+    from choiros_tool import (
         BROKEN,
         OK,
         Config,
         ToolError,
-        _aws_errors,
-        _run,
         aws_client,
+        aws_errors,
+        run_tool,
     )
 
 HTTP_TIMEOUT = 5.0
@@ -154,7 +154,7 @@ def memory_used_percent(meminfo: Path = Path("/proc/meminfo")) -> float:
 
 def _backup_age(cfg: Config) -> float | None:
     try:
-        if TYPE_CHECKING:
+        if TYPE_CHECKING or __package__:
             from provisioning.host_tools.choiros_backup import backup_age
         else:
             from choiros_backup import backup_age
@@ -217,7 +217,7 @@ def metrics(cfg: Config, report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def healthcheck(cfg: Config) -> int:
     report = check(cfg)
-    errors: tuple[type[Exception], ...] = (*_aws_errors(), ToolError)
+    errors: tuple[type[Exception], ...] = (*aws_errors(), ToolError)
     try:
         aws_client(cfg, "cloudwatch").put_metric_data(Namespace=cfg.metrics_namespace,
                                                       MetricData=metrics(cfg, report))
@@ -232,7 +232,7 @@ def healthcheck(cfg: Config) -> int:
 
 
 def healthcheck_main(argv: list[str] | None = None) -> int:
-    return _run(argv, "choiros-healthcheck", "Check /health (through Caddy and direct), the "
-                "required units, disk and memory;\nlog one JSON line and publish Healthy, "
-                "DiskUsedPercent and MemoryUsedPercent\nto CloudWatch.",
-                lambda cfg, a: healthcheck(cfg))
+    return run_tool(argv, "choiros-healthcheck", "Check /health (through Caddy and direct), the "
+                    "required units, disk and memory;\nlog one JSON line and publish Healthy, "
+                    "DiskUsedPercent and MemoryUsedPercent\nto CloudWatch.",
+                    lambda cfg, a: healthcheck(cfg))

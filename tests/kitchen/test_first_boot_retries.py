@@ -72,7 +72,7 @@ class LateCloud(threading.Thread):
                 sha256 = publish_stand_in(store, FIRST_RELEASE, Path(out))
             store.set_wanted(FIRST_RELEASE, sha256, since=None, verified=True)
             _wait("the tools installed",
-                  lambda: (self.rootfs / "usr/local/lib/choiros/choiros_host.py").exists())
+                  lambda: (self.rootfs / "usr/local/lib/choiros/choiros_tool.py").exists())
             time.sleep(SECRETS_DELAY)
             cloud.seed_cloud(parameters={p: secret_value(p) for p in self.cfg.secrets},
                              region=self.cfg.region)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from module_loading import load_module
+from module_loading import host_tool, load_module
 
 pytestmark = [
     pytest.mark.unit,
@@ -35,9 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
-ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
+cr = host_tool("choiros_release")
+cd = host_tool("choiros_deploy")
 
-# choiros-deploy's umask on the host (provisioning/host_tools/choiros_host.py, deploy_main).
+# choiros-deploy's umask on the host (provisioning/host_tools/choiros_deploy.py, deploy_main).
 DEPLOY_UMASK = 0o022
 # choiros-restore's umask (choiros_backup.py): what its in-process tests leave behind.
 RESTORE_UMASK = 0o027
@@ -110,7 +111,7 @@ def start(base: Path, version: str = "7.7.7", *, unhealthy: bool = False,
     umask = os.umask(DEPLOY_UMASK)
     try:
         (base / "app").mkdir(exist_ok=True)
-        ch.install_release(base / "app", tarball, ch.inspect_release(tarball, version),
+        cd.install_release(base / "app", tarball, cr.inspect_release(tarball, version),
                            version, digest)
     finally:
         os.umask(umask)

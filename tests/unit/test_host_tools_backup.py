@@ -34,7 +34,7 @@ from typing import Any
 
 import boto3
 import pytest
-from module_loading import load_module
+from module_loading import host_tool, load_module
 from moto.server import ThreadedMotoServer
 
 from provisioning.artifacts import LITESTREAM
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "provisioning" / "host_tools"
-ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+tool = host_tool("choiros_tool")
 cb = load_module("choiros_backup", TOOLS / "choiros_backup.py")
 
 BUCKET = "choiros-unit-backups"
@@ -172,7 +172,7 @@ def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     systemctl.chmod(0o755)
     monkeypatch.setenv("CHOIROS_SYSTEMCTL", str(systemctl))
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.log"))
-    cfg = ch.load_config(str(tmp_path / "host.json"))
+    cfg = tool.load_config(str(tmp_path / "host.json"))
     try:
         yield Host(tmp_path, cfg, moto_url, tmp_path / "calls.log")
     finally:
@@ -210,7 +210,7 @@ def test_a_missing_replica_is_refused_and_nothing_changes(
     host.write("current")
     before = _files(host.db.parent)
     code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
-    assert code == ch.REFUSED, err
+    assert code == tool.REFUSED, err
     assert err.startswith(f"Error: there is no replica at s3://{BUCKET}/{host.cfg.backup_prefix}")
     assert "\nTry: " in err
     assert _files(host.db.parent) == before
@@ -229,7 +229,7 @@ def test_a_corrupt_backup_is_refused_and_nothing_changes(
     before = _files(host.db.parent)
     for argv in (["--latest"], ["--verify-only"]):
         code, _, err = host.run(cb.restore_main, *argv, capsys=capsys)
-        assert code == ch.REFUSED, err
+        assert code == tool.REFUSED, err
         assert "could not restore" in err or "unusable" in err, err
         assert "nothing was changed" in err, err
     assert _files(host.db.parent) == before
@@ -242,7 +242,7 @@ def test_a_backup_without_the_expected_tables_is_refused(
     host.write("x", table="something_else")
     host.replicate("-force-snapshot")
     code, _, err = host.run(cb.restore_main, "--verify-only", capsys=capsys)
-    assert code == ch.REFUSED
+    assert code == tool.REFUSED
     assert "tables missing: events" in err, err
 
 
@@ -253,13 +253,13 @@ def test_timestamps_outside_the_retention_or_in_the_future_are_refused(
     before = _files(host.db.parent)
     too_old = (datetime.now(UTC) - timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, _, err = host.run(cb.restore_main, "--at", too_old, capsys=capsys)
-    assert code == ch.REFUSED
+    assert code == tool.REFUSED
     assert f"--at {too_old} is outside the retention: the oldest restorable moment is" in err
     future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, _, err = host.run(cb.restore_main, "--at", future, capsys=capsys)
-    assert code == ch.USAGE and "is in the future" in err, err
+    assert code == tool.USAGE and "is in the future" in err, err
     code, _, err = host.run(cb.restore_main, "--at", "yesterday", capsys=capsys)
-    assert code == ch.USAGE and "is not a timestamp" in err, err
+    assert code == tool.USAGE and "is not a timestamp" in err, err
     assert _files(host.db.parent) == before
     assert host.systemctl_calls() == []
 
@@ -273,7 +273,7 @@ def test_verify_only_restores_checks_and_changes_nothing(
     host.replicate("-force-snapshot")
     before = _files(host.db.parent)
     code, out, err = host.run(cb.restore_main, "--verify-only", capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert "the restored copy is sound" in out and "events: 3 rows" in out, out
     assert "--verify-only: nothing was changed" in out
     assert _files(host.db.parent) == before
@@ -305,7 +305,7 @@ def test_verify_only_runs_while_a_deploy_holds_the_lock_and_copies_to_scratch(
                                   capsys=capsys)
     finally:
         os.close(fd)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert "the restored copy is sound" in out
     assert made == [str(scratch)] and list(scratch.iterdir()) == []
     assert _files(host.db.parent) == before
@@ -320,7 +320,7 @@ def test_verify_only_refuses_a_copy_that_would_not_fit(
     monkeypatch.setattr(cb.shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 20))
     code, _, err = host.run(cb.restore_main, "--verify-only", "--scratch", str(tmp_path),
                             capsys=capsys)
-    assert code == ch.REFUSED
+    assert code == tool.REFUSED
     assert "Error: no room to verify the backup: it needs 64 MiB free in" in err
     assert "--scratch DIR" in err
 
@@ -330,7 +330,7 @@ def test_the_default_scratch_is_off_the_data_filesystem(host: Host, tmp_path: Pa
     same_fs = tmp_path / "same"
     same_fs.mkdir()
     monkeypatch.setattr(cb, "SCRATCH_CANDIDATES", (same_fs,))
-    with pytest.raises(ch.ToolError, match="off the data filesystem"):
+    with pytest.raises(tool.ToolError, match="off the data filesystem"):
         cb.scratch_for(host.cfg, 1, None)
     shm = Path("/dev/shm")  # a tmpfs: never the data filesystem
     assert shm.stat().st_dev != host.db.parent.stat().st_dev
@@ -344,7 +344,7 @@ def test_restore_at_a_moment_swaps_in_that_state_and_keeps_the_old_database(
     old = host.db.read_bytes()
     at = moments[1].strftime("%Y-%m-%dT%H:%M:%SZ")
     code, out, err = host.run(cb.restore_main, "--at", at, capsys=capsys)
-    assert code == ch.OK, err + out
+    assert code == tool.OK, err + out
     assert host.count() == 2, "the state as of the second replicated moment"
     (aside,) = [p for p in host.db.parent.iterdir() if p.name.startswith("pre-restore-")]
     assert (aside / "events.db").read_bytes() == old, "the previous database is kept"
@@ -354,7 +354,7 @@ def test_restore_at_a_moment_swaps_in_that_state_and_keeps_the_old_database(
         "stop choiros-litestream.service", "stop choiros-backend.service",
         "start choiros-backend.service", "start choiros-litestream.service"]
     code, out, _ = host.run(cb.restore_main, "--latest", capsys=capsys)
-    assert code == ch.OK and host.count() == 3, out
+    assert code == tool.OK and host.count() == 3, out
 
 
 def test_a_restore_the_backend_is_unhealthy_on_is_undone(
@@ -365,7 +365,7 @@ def test_a_restore_the_backend_is_unhealthy_on_is_undone(
     current = host.db.read_bytes()
     Healthy.check = staticmethod(lambda: host.count() != 1)
     code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
-    assert code == ch.UNDONE, err
+    assert code == tool.UNDONE, err
     assert "the previous database is back and healthy" in err, err
     (aside,) = [p for p in host.db.parent.iterdir() if p.name.startswith("pre-restore-")]
     assert host.db.read_bytes() == current, "the previous database is back in place"
@@ -391,7 +391,7 @@ def test_a_swap_that_fails_halfway_puts_the_previous_database_back(
 
     monkeypatch.setattr(cb.os, "rename", rename)
     code, _, err = host.run(cb.restore_main, "--latest", capsys=capsys)
-    assert code == ch.BROKEN, err
+    assert code == tool.BROKEN, err
     assert "could not swap the restored database in" in err and "previous files are back" in err
     assert host.db.read_bytes() == current
     assert host.systemctl_calls()[-2:] == ["start choiros-backend.service",
@@ -401,16 +401,16 @@ def test_a_swap_that_fails_halfway_puts_the_previous_database_back(
 def test_restore_at_boot_restores_only_an_absent_database_from_an_existing_replica(
         host: Host, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = host.run(cb.restore_at_boot_main, capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert "no replica" in out and "first host" in out and not host.db.exists()
     host.write("one", "two")
     host.replicate("-force-snapshot")
     code, out, _ = host.run(cb.restore_at_boot_main, capsys=capsys)
-    assert code == ch.OK and "is present; nothing to restore" in out
+    assert code == tool.OK and "is present; nothing to restore" in out
     for name in ("events.db", "events.db-wal", "events.db-shm"):
         (host.db.parent / name).unlink(missing_ok=True)
     code, out, err = host.run(cb.restore_at_boot_main, capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert "restored" in out and host.count() == 2
     assert host.db.stat().st_mode & 0o777 == 0o640
     assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
@@ -423,7 +423,7 @@ def test_restore_at_boot_refuses_a_corrupt_replica_so_the_backend_stays_down(
     for name in ("events.db", "events.db-wal", "events.db-shm"):
         (host.db.parent / name).unlink(missing_ok=True)
     code, _, err = host.run(cb.restore_at_boot_main, capsys=capsys)
-    assert code == ch.REFUSED and "tables missing: events" in err
+    assert code == tool.REFUSED and "tables missing: events" in err
     assert not host.db.exists()
 
 
@@ -466,7 +466,7 @@ def test_freshness_publishes_the_metric_with_the_host_dimension(
     host.write("one")
     host.replicate("-force-snapshot")
     code, out, err = host.run(cb.freshness_main, capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert out.startswith("ChoirOS/BackupAgeSeconds Host=choiros-unit: "), out
     stats = host.s3("cloudwatch").get_metric_statistics(
         Namespace="ChoirOS", MetricName="BackupAgeSeconds",
@@ -547,5 +547,5 @@ def test_a_tmpfs_scratch_counts_only_the_memory_the_host_can_spare(
     assert cb.in_memory(shm)
     monkeypatch.setattr(cb, "available_memory", lambda: cb.MEMORY_RESERVE + (100 << 20))
     assert cb.scratch_for(host.cfg, 10 << 20, shm) == shm
-    with pytest.raises(ch.ToolError, match="no room to verify the backup"):
+    with pytest.raises(tool.ToolError, match="no room to verify the backup"):
         cb.scratch_for(host.cfg, 50 << 20, shm)

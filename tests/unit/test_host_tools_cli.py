@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from module_loading import load_module
+from module_loading import host_tool
+
+from provisioning.render import HOST_TOOLS
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +21,7 @@ TOOLS = Path(__file__).resolve().parents[2] / "provisioning" / "host_tools"
 SCRIPTS = ["choiros-deploy", "choiros-rollback", "choiros-secrets"]
 
 
-ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+tool = host_tool("choiros_tool")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None,
@@ -34,7 +36,7 @@ def test_help_documents_the_exit_codes(script: str) -> None:
     assert done.returncode == 0
     assert done.stdout.startswith(f"usage: {script} ")
     assert "--config FILE" in done.stdout
-    assert done.stdout.rstrip().endswith(ch.EXIT_CODES)
+    assert done.stdout.rstrip().endswith(tool.EXIT_CODES)
     for code in range(5):
         assert f"\n  {code}  " in done.stdout
 
@@ -53,13 +55,21 @@ def test_scripts_import_the_library_from_usr_local_lib(tmp_path: Path) -> None:
     """Installed, the scripts sit in /usr/local/bin and find the library in /usr/local/lib."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "lib").mkdir()
-    shutil.copy(TOOLS / "choiros_host.py", tmp_path / "lib")
+    for library in TOOLS.glob("choiros_*.py"):
+        shutil.copy(library, tmp_path / "lib")
     script = (TOOLS / "choiros-rollback").read_text().replace(
         "/usr/local/lib/choiros", str(tmp_path / "lib"))
     (tmp_path / "bin" / "choiros-rollback").write_text(script)
     done = subprocess.run([sys.executable, str(tmp_path / "bin" / "choiros-rollback"), "-h"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_host_tool_file_is_installed_on_the_host() -> None:
+    """The libraries import each other as siblings: one left out of render's HOST_TOOLS would
+    be missing only on the host."""
+    shipped = {source for _, source in HOST_TOOLS}
+    assert shipped == {p.name for p in TOOLS.iterdir() if p.is_file()}
 
 
 def test_only_the_small_bootstrap_goes_into_the_user_data() -> None:
@@ -101,8 +111,8 @@ def test_config_defaults_and_extra_keys(tmp_path: Path) -> None:
     path.write_text(json.dumps({"region": "eu-west-1", "backups_bucket": "b",
                                 "backup_prefix": "hosts/x/", "secrets": ["/a/B"],
                                 "expected_tables": ["events"], "unknown_key": 1}))
-    cfg = ch.load_config(str(path))
-    assert cfg == ch.Config(region="eu-west-1", secrets=("/a/B",), backups_bucket="b",
+    cfg = tool.load_config(str(path))
+    assert cfg == tool.Config(region="eu-west-1", secrets=("/a/B",), backups_bucket="b",
                             backup_prefix="hosts/x/", expected_tables=("events",))
     assert cfg.database == Path("/opt/choiros/data/events.db")
     assert (cfg.app_root, cfg.env_file, cfg.keep_releases) == (

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import boto3
 import pytest
-from module_loading import load_module
+from module_loading import host_tool, load_module
 from moto import mock_aws
 
 pytestmark = pytest.mark.unit
@@ -40,12 +40,14 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "provisioning" / "host_tools"
 
 
-ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+tool = host_tool("choiros_tool")
+cr = host_tool("choiros_release")
+cd = host_tool("choiros_deploy")
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 
 def upload(s3: Any, tarball: Path) -> None:
     """Publish a release as an operator would (tarball, then its checksum)."""
-    key = ch.release_key(tarball.name.removeprefix("choiros-").removesuffix(".tar.gz"))
+    key = cr.release_key(tarball.name.removeprefix("choiros-").removesuffix(".tar.gz"))
     s3.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes())
     s3.put_object(Bucket="artifacts", Key=key + ".sha256",
                   Body=tarball.with_name(tarball.name + ".sha256").read_bytes())
@@ -120,11 +122,11 @@ class Host:
     tmp: Path
 
     def deploy(self, *args: str) -> int:
-        code: int = ch.deploy_main([*args, "--config", str(self.config)])
+        code: int = cd.deploy_main([*args, "--config", str(self.config)])
         return code
 
     def rollback(self) -> int:
-        code: int = ch.rollback_main(["--config", str(self.config)])
+        code: int = cd.rollback_main(["--config", str(self.config)])
         return code
 
     def configure(self, **changes: Any) -> None:
@@ -375,7 +377,7 @@ def test_wrong_checksum_in_the_bucket_is_refused_and_the_host_is_untouched(
     upload(bucket, host.build("1.0.0"))
     assert host.deploy("1.0.0") == 0
     tarball = host.build("2.0.0")
-    key = ch.release_key("2.0.0")
+    key = cr.release_key("2.0.0")
     sha_key = key + ".sha256"
     bucket.put_object(Bucket="artifacts", Key=key, Body=tarball.read_bytes()[:-100])
     bucket.put_object(Bucket="artifacts", Key=sha_key,
@@ -548,7 +550,7 @@ def test_wait_healthy_polls_until_the_status_is_healthy(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         started = time.monotonic()
-        reason = ch.wait_healthy(f"http://127.0.0.1:{server.server_port}/health", 0.5)
+        reason = tool.wait_healthy(f"http://127.0.0.1:{server.server_port}/health", 0.5)
         elapsed = time.monotonic() - started
     finally:
         server.shutdown()
@@ -653,7 +655,7 @@ def test_cli_scripts_run_under_the_system_python_without_boto3(host: Host) -> No
     assert done.stderr.splitlines() == [
         "Error: there is no previous release to roll back to",
         "Try: choiros-deploy VERSION deploys a specific release"]
-    done = run("-c", f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import choiros_host; "
+    done = run("-c", f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import choiros_deploy; "
                      "print('boto3' in sys.modules)")
     assert done.stdout == "False\n"  # boto3 is only imported when AWS is used
 
@@ -661,7 +663,7 @@ def test_cli_scripts_run_under_the_system_python_without_boto3(host: Host) -> No
 # ---- the stack's wanted release (first boot) and what runs (--status) ------------------------
 
 def wanted(s3: Any, version: str, sha256: str) -> None:
-    s3.put_object(Bucket="artifacts", Key=ch.WANTED_KEY,
+    s3.put_object(Bucket="artifacts", Key=cr.WANTED_KEY,
                   Body=json.dumps({"version": version, "sha256": sha256, "verified": True}))
 
 
@@ -704,7 +706,7 @@ def test_a_pointer_whose_sha256_is_not_the_releases_is_refused(
                                   + b'"}', b'{"version": "1.0.0", "sha256": "short"}'])
 def test_a_malformed_pointer_is_refused(host: Host, bucket: Any, body: bytes,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    bucket.put_object(Bucket="artifacts", Key=ch.WANTED_KEY, Body=body)
+    bucket.put_object(Bucket="artifacts", Key=cr.WANTED_KEY, Body=body)
     assert host.deploy("--wanted") == 3
     assert "wanted-release.json" in capsys.readouterr().err
 

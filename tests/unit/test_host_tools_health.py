@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
-from module_loading import load_module
+from module_loading import host_tool, load_module
 from moto import mock_aws
 
 from provisioning.render import render
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "provisioning" / "host_tools"
-ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+tool = host_tool("choiros_tool")
 cb = load_module("choiros_backup", TOOLS / "choiros_backup.py")
 hc = load_module("choiros_health", TOOLS / "choiros_health.py")
 
@@ -150,7 +150,7 @@ def test_a_healthy_host_logs_one_line_and_publishes_healthy_1_disk_and_memory(
         capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path, *servers(200, 200))
     code, report, err = _run(config, capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert report["healthy"] is True and report["problems"] == [], report
     assert report["published"] is True, report
     assert report["host"] == HOST
@@ -177,7 +177,7 @@ def test_a_failing_health_answer_publishes_healthy_0_and_names_it(
         capsys: pytest.CaptureFixture[str], site: int, backend: int, problem: str) -> None:
     config = _config(tmp_path, *servers(site, backend))
     code, report, err = _run(config, capsys)
-    assert code == ch.OK, f"an unhealthy host is data, not a failed run: {err}"
+    assert code == tool.OK, f"an unhealthy host is data, not a failed run: {err}"
     assert report["healthy"] is False and problem in report["problems"], report
     assert [p["Maximum"] for p in _datapoints(aws, "Healthy")] == [0.0]
 
@@ -238,7 +238,7 @@ def test_when_cloudwatch_refuses_the_line_is_still_logged_and_the_run_fails(
     code = hc.healthcheck_main(["--config", str(config)])
     out, _ = capsys.readouterr()
     report = json.loads(out)
-    assert code == ch.BROKEN
+    assert code == tool.BROKEN
     assert report["published"] is False and report["publish_error"], report
     assert report["healthy"] is True
 
@@ -247,7 +247,7 @@ def test_a_full_filesystem_is_unhealthy_and_named_with_what_is_left(
         tmp_path: Path, systemctl: None, servers: Any) -> None:
     """Full means less free than the floor; the real floor (64 MiB) and a really full
     filesystem are proven in the kitchen (tests/kitchen/test_faults.py)."""
-    cfg = ch.load_config(str(_config(tmp_path, *servers(200, 200))))
+    cfg = tool.load_config(str(_config(tmp_path, *servers(200, 200))))
     free_mb = shutil.disk_usage(tmp_path).free >> 20
     report = hc.check(cfg, backup_age=lambda c: 0.0, full_below_bytes=(free_mb + 1024) << 20)
     assert report["healthy"] is False, report
@@ -263,7 +263,7 @@ def test_a_missing_directory_is_no_figure_rather_than_a_guess(
         tmp_path: Path, systemctl: None, servers: Any) -> None:
     config = _config(tmp_path, *servers(200, 200))
     (tmp_path / "logs").rmdir()
-    report = hc.check(ch.load_config(str(config)), backup_age=lambda c: 0.0)
+    report = hc.check(tool.load_config(str(config)), backup_age=lambda c: 0.0)
     logs = str(tmp_path / "logs")
     assert report["disk_used_percent"][logs] is None and report["disk_free_mb"][logs] is None
     assert report["healthy"] is True, report

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from module_loading import load_module
+from module_loading import host_tool
 from moto import mock_aws
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.unit
 TOOLS = Path(__file__).resolve().parents[2] / "provisioning" / "host_tools"
 
 
-ch = load_module("choiros_host", TOOLS / "choiros_host.py")
+tool = host_tool("choiros_tool")
+cs = host_tool("choiros_secrets")
 
 PREFIX = "/choiros/test/"
 VALUES = {
@@ -65,7 +66,7 @@ def run_secrets(env_file: Path, names: list[str], **extra: Any) -> int:
     config = env_file.parent / "host.json"
     config.write_text(json.dumps({"region": "eu-west-1", "env_file": str(env_file),
                                   "secrets": names, **extra}))
-    code: int = ch.secrets_main(["--config", str(config)])
+    code: int = cs.secrets_main(["--config", str(config)])
     return code
 
 
@@ -84,7 +85,7 @@ def test_secrets_are_written_to_the_env_file(ssm: Any, env_file: Path,
                                              capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[int] = []
-    real_client = ch.aws_client
+    real_client = tool.aws_client
 
     def spying_client(cfg: Any, service: str) -> Any:
         client = real_client(cfg, service)
@@ -92,7 +93,7 @@ def test_secrets_are_written_to_the_env_file(ssm: Any, env_file: Path,
                                     lambda params, **_: batches.append(len(params["Names"])))
         return client
 
-    monkeypatch.setattr(ch, "aws_client", spying_client)
+    monkeypatch.setattr(cs, "aws_client", spying_client)
     names = [PREFIX + n for n in VALUES]
 
     assert run_secrets(env_file, names) == 0
@@ -148,7 +149,7 @@ def test_no_secrets_configured_writes_an_empty_env_file(
         env_file: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """The backend unit needs its EnvironmentFile, so a stack without secrets still gets one."""
-    monkeypatch.setattr(ch, "aws_client", lambda cfg, service: pytest.fail("no AWS call"))
+    monkeypatch.setattr(cs, "aws_client", lambda cfg, service: pytest.fail("no AWS call"))
     assert run_secrets(env_file, []) == 0
     assert env_file.read_text().splitlines() == [
         "# Written by choiros-secrets from SSM Parameter Store. Do not edit."]
@@ -172,7 +173,7 @@ def test_aws_errors_are_reported_without_writing(
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}},
                               "GetParameters")
 
-    monkeypatch.setattr(ch, "aws_client", lambda cfg, service: DeniedSSM())
+    monkeypatch.setattr(cs, "aws_client", lambda cfg, service: DeniedSSM())
     assert run_secrets(env_file, [PREFIX + "OPENAI_API_KEY"]) == 3
     err = capsys.readouterr().err
     assert "Error: cannot read SSM parameters: An error occurred (AccessDeniedException)" in err
@@ -184,14 +185,14 @@ def test_aws_clients_use_the_kitchen_endpoint_only_when_configured(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
-    kitchen = ch.Config(region="eu-west-1", aws={"endpoint_url": "http://10.213.0.1:4566",
+    kitchen = tool.Config(region="eu-west-1", aws={"endpoint_url": "http://10.213.0.1:4566",
                                                  "access_key_id": "testing",
                                                  "secret_access_key": "testing"})
-    client = ch.aws_client(kitchen, "ssm")
+    client = tool.aws_client(kitchen, "ssm")
     assert client.meta.endpoint_url == "http://10.213.0.1:4566"
     assert client.meta.region_name == "eu-west-1"
     assert client._request_signer._credentials.access_key == "testing"
-    ec2 = ch.aws_client(ch.Config(region="eu-west-1"), "s3")
+    ec2 = tool.aws_client(tool.Config(region="eu-west-1"), "s3")
     assert ec2.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
 
 
@@ -199,5 +200,5 @@ def test_quoting_round_trips_through_sh(tmp_path: Path) -> None:
     nasty = {f"V{i}": v for i, v in enumerate(
         ['"', "\\", "`", "$", "\\\"", "\\$x", "'", "\n", "a\\\nb", " ", "", "#", "${a:-b}"])}
     path = tmp_path / "env"
-    path.write_text(ch.render_env_file(nasty))
+    path.write_text(cs.render_env_file(nasty))
     assert source_with_sh(path, list(nasty)) == nasty

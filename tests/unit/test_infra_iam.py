@@ -13,7 +13,7 @@ from sample_stack import stack_config
 from infra.iam import instance_policy, parameter_arn
 from infra.preview import ACCOUNT, Declared, Recorder, one
 from infra.stack import build
-from provisioning.host_tools.choiros_host import WANTED_KEY
+from provisioning.host_tools.choiros_release import WANTED_KEY
 from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from module_loading import load_module
+from module_loading import host_tool, load_module
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 rel = load_module("kitchen_release_for_tests", REPO / "kitchen" / "release.py")
 RELEASE_MTIME = 1_700_000_000  # provisioning/release_format.py's fixed mtime
-ch = load_module("choiros_host", REPO / "provisioning" / "host_tools" / "choiros_host.py")
+cr = host_tool("choiros_release")
 
 
 def test_builds_are_byte_for_byte_reproducible(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_checksum_file_is_sha256sum_format(tmp_path: Path) -> None:
     text = tarball.with_name(tarball.name + ".sha256").read_text()
     assert re.fullmatch(r"[0-9a-f]{64}  choiros-1\.2\.3\.tar\.gz\n", text)
     assert text.split()[0] == hashlib.sha256(tarball.read_bytes()).hexdigest()
-    assert ch.parse_sha256_file(text, tarball.name) == text.split()[0]
+    assert cr.parse_sha256_file(text, tarball.name) == text.split()[0]
 
 
 def test_tarball_layout_and_metadata(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_the_deploy_tool_accepts_what_the_builder_makes(tmp_path: Path) -> None:
     for unhealthy in (False, True):
         tarball = rel.build_release("2024.11.25+abc", tmp_path / str(unhealthy),
                                     unhealthy=unhealthy)
-        entries = ch.inspect_release(tarball, "2024.11.25+abc")
+        entries = cr.inspect_release(tarball, "2024.11.25+abc")
         names = [name for name, _ in entries]
         assert ("UNHEALTHY" in names) is unhealthy
 

@@ -16,7 +16,7 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import inspect_release, parse_sha256_file
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,10 @@ def test_pack_writes_a_release_the_host_accepts(build: tuple[Path, Path], tmp_pa
     assert code == 0, output
     tarball = out / "choiros-1.4.2.tar.gz"
     assert output.splitlines() == [str(tarball), f"{tarball}.sha256"]
-    names = [n for n, _ in host.inspect_release(tarball, "1.4.2")]
+    names = [n for n, _ in inspect_release(tarball, "1.4.2")]
     assert sorted(names) == ["VERSION", "dist", "dist/assets", "dist/assets/app.wasm",
                              "dist/index.html", "sandbox"]
-    sha = host.parse_sha256_file((out / "choiros-1.4.2.tar.gz.sha256").read_text(),
+    sha = parse_sha256_file((out / "choiros-1.4.2.tar.gz.sha256").read_text(),
                                  tarball.name)
     assert sha == __import__("hashlib").sha256(tarball.read_bytes()).hexdigest()
     with tarfile.open(tarball) as tar:

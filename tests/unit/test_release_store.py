@@ -21,7 +21,7 @@ from choiros_infra.stack_target import StackTarget
 from choiros_infra.targets import TargetChoice
 from infra.config import load_stack_file
 from kitchen.release import build_release
-from provisioning.host_tools import choiros_host as host
+from provisioning.host_tools.choiros_release import Wanted, parse_wanted, release_key
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,10 +77,10 @@ def test_the_conditional_write_refuses_even_when_the_checksum_is_not_there_yet(
     .sha256 yet). S3's If-None-Match refuses the write; the bytes decide."""
     good = build_release("3.0.0", tmp_path / "good")
     other = build_release("3.0.0", tmp_path / "other", unhealthy=True)
-    s3.put_object(Bucket="artifacts", Key=host.release_key("3.0.0"), Body=good.read_bytes())
+    s3.put_object(Bucket="artifacts", Key=release_key("3.0.0"), Body=good.read_bytes())
     with pytest.raises(ReleaseError, match="other bytes"):
         ReleaseStore(s3, "artifacts").publish(other, sidecar_sha256(other))
-    assert objects(s3) == {host.release_key("3.0.0"): good.read_bytes()}
+    assert objects(s3) == {release_key("3.0.0"): good.read_bytes()}
     assert ReleaseStore(s3, "artifacts").publish(good, sidecar_sha256(good)) is True
 
 
@@ -88,7 +88,7 @@ def test_a_damaged_published_release_is_found(s3: Any, tmp_path: Path) -> None:
     tarball = build_release("2.0.0", tmp_path)
     store = ReleaseStore(s3, "artifacts")
     store.publish(tarball, sidecar_sha256(tarball))
-    s3.put_object(Bucket="artifacts", Key=host.release_key("2.0.0"), Body=b"truncated")
+    s3.put_object(Bucket="artifacts", Key=release_key("2.0.0"), Body=b"truncated")
     with pytest.raises(ReleaseError, match="does not match its checksum"):
         store.check_published("2.0.0")
     with pytest.raises(ReleaseError, match="is not in"):
@@ -108,7 +108,7 @@ def test_the_pointer_is_written_only_over_what_was_read(s3: Any) -> None:
     with pytest.raises(ReleaseError, match="changed while this command ran"):
         store.set_wanted("3.0.0", "c" * 64, since=first)  # first is stale now
     assert store.wanted() == second
-    assert host.parse_wanted(objects(s3)["wanted-release.json"]) == host.Wanted("2.0.0",
+    assert parse_wanted(objects(s3)["wanted-release.json"]) == Wanted("2.0.0",
                                                                                 "b" * 64)
 
 
@@ -189,7 +189,7 @@ def production(s3: Any) -> StackTarget:
 
 def staging_runs(monkeypatch: pytest.MonkeyPatch, version: str, sha256: str) -> FakeHost:
     monkeypatch.setattr(release_flow, "host_status", lambda access: release_flow.Running(
-        host.Wanted(version, sha256), None))
+        Wanted(version, sha256), None))
     monkeypatch.setattr(release_flow, "check_reachable", lambda access: None)
     fake = FakeHost(0)
     monkeypatch.setattr(release_flow, "run_on_host", fake)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from module_loading import load_module
+from module_loading import host_tool
 from sample_stack import stack_config
 
 from choiros_infra.targets import kitchen as kitchen_target
@@ -381,7 +381,7 @@ def test_huffman_codes_are_complete_and_no_longer_than_the_limit() -> None:
 def test_host_json_keys_are_exactly_the_host_tools_config_fields() -> None:
     """load_config ignores unknown keys, so a key render writes that Config lacks (or the
     reverse) would silently fall back to a default on the host."""
-    config = load_module("choiros_host", ROOT / "provisioning/host_tools/choiros_host.py").Config
+    config = host_tool("choiros_tool").Config
     fields = {f.name for f in dataclasses.fields(config)}
     for target, extra in ((KITCHEN, set()), (AWS, {"aws"})):
         keys = set(json.loads(rendered(target).file("/etc/choiros/host.json").content))
