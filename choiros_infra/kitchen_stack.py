@@ -2,7 +2,9 @@
 and the host booted from the stack's kitchen rendering.
 
 The kitchen cloud gets what ``pulumi up`` and the operator would have put in AWS: the two
-buckets, the host's artifacts (host tools and the pinned Litestream binary, as the Pulumi
+buckets, the instance role (from the policy documents the Pulumi program declares, enforced
+by the kitchen cloud; the host gets its credentials from the metadata service), the host's
+artifacts (host tools and the pinned Litestream binary, as the Pulumi
 program uploads them), the SSM parameters the stack names (with test values), and, for a stack
 that wants no release yet, the stand-in app's FIRST_RELEASE published and set as the stack's
 wanted release, as an operator's first ``choiros-infra deploy`` would. A stack that already
@@ -16,17 +18,20 @@ import contextlib
 import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from choiros_infra.release_store import ReleaseStore, file_sha256
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
 from kitchen import cgroups, cloud, container, lifecycle
+from kitchen import iam as kitchen_iam
 from kitchen import state as host_state
 from kitchen.artifacts import publish_artifacts
 from kitchen.lifecycle import Progress
 from kitchen.release import build_release
 from kitchen.state import HostState
+from provisioning.iam_policy import instance_policy
 from provisioning.render import published_artifacts
 
 DEFAULT_STACK_FILE = Path("Pulumi.example.yaml")
@@ -39,11 +44,36 @@ def test_secret_value(parameter: str) -> str:
     return f"kitchen-test-value-for-{parameter.rsplit('/', 1)[-1]}"
 
 
-def seed_stack(cfg: StackConfig) -> None:
-    """Put the stack's buckets, parameters and first release into the running kitchen cloud."""
+def instance_role_name(cfg: StackConfig) -> str:
+    """The name of the stack's instance role in the kitchen cloud."""
+    return f"{cfg.name}-host"
+
+
+def stack_instance_policy(cfg: StackConfig) -> dict[str, Any]:
+    """The inline policy ``infra/iam.py`` gives the stack's role, for the kitchen account."""
+    names = bucket_names(cfg, KITCHEN_ACCOUNT)
+    return instance_policy(
+        partition="aws", region=cfg.region, account=KITCHEN_ACCOUNT,
+        backups_bucket_arn=f"arn:aws:s3:::{names.backups}", backup_prefix=cfg.backup_prefix,
+        artifacts_bucket_arn=f"arn:aws:s3:::{names.artifacts}", secrets=cfg.secrets,
+        secrets_kms_key=cfg.secrets_kms_key)
+
+
+def put_stack_role(cfg: StackConfig, policy: dict[str, Any] | None = None) -> str:
+    """Create or update the stack's instance role (``policy``: instead of the stack's own,
+    for a test that takes a permission away); return its ARN."""
+    return kitchen_iam.put_instance_role(
+        cloud.aws_client("iam", cfg.region), instance_role_name(cfg),
+        stack_instance_policy(cfg) if policy is None else policy, cloud.ec2_keys().arn)
+
+
+def seed_stack(cfg: StackConfig) -> str:
+    """Put the stack's buckets, instance role, parameters and first release into the running
+    kitchen cloud; return the role's ARN."""
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     cloud.seed_cloud([names.artifacts, names.backups],
                      {p: test_secret_value(p) for p in cfg.secrets}, region=cfg.region)
+    role = put_stack_role(cfg)
     s3 = cloud.aws_client("s3", cfg.region)
     publish_artifacts(s3, names.artifacts, published_artifacts())
     store = ReleaseStore(s3, names.artifacts)
@@ -51,6 +81,7 @@ def seed_stack(cfg: StackConfig) -> None:
         with tempfile.TemporaryDirectory(prefix="choiros-release-") as out:
             sha256 = publish_stand_in(store, FIRST_RELEASE, Path(out))
         store.set_wanted(FIRST_RELEASE, sha256, since=None, verified=True)
+    return role
 
 
 def publish_stand_in(store: ReleaseStore, version: str, out_dir: Path, *,
@@ -119,8 +150,13 @@ def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill") -> P
 
 
 def remove_stack_objects(cfg: StackConfig) -> None:
-    """Delete the stack's buckets and everything in them from the kitchen cloud (moto keeps
-    S3 in memory)."""
+    """Delete the stack's buckets and everything in them, and its instance role, from the
+    kitchen cloud (moto keeps them in memory)."""
+    iam = cloud.aws_client("iam", cfg.region)
+    with contextlib.suppress(iam.exceptions.NoSuchEntityException):
+        iam.delete_role_policy(RoleName=instance_role_name(cfg),
+                               PolicyName=kitchen_iam.ROLE_POLICY_NAME)
+        iam.delete_role(RoleName=instance_role_name(cfg))
     s3 = cloud.aws_client("s3", cfg.region)
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     for bucket in (names.backups, names.artifacts):

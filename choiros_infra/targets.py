@@ -12,7 +12,7 @@ from functools import cache
 from infra.config import StackConfig
 from infra.user_data import bucket_names, render_for
 from provisioning.render import Rendering
-from provisioning.target import AWS, AwsEndpoint, Target, kitchen_target
+from provisioning.target import AWS, Target, kitchen_target
 
 # The account the kitchen cloud (moto) answers as; offline renders use it when told no other.
 KITCHEN_ACCOUNT = "123456789012"
@@ -29,11 +29,7 @@ def kitchen() -> Target:
     machine running the kitchen as the admin network."""
     from kitchen import cloud, network  # here, not at the top: only a kitchen rendering needs it
 
-    return kitchen_target(
-        cloud.APT_PROXY_URL,
-        AwsEndpoint(cloud.AWS_ENDPOINT_URL, cloud.ACCESS_KEY_ID, cloud.SECRET_ACCESS_KEY),
-        (network.MACHINE_CIDR,),
-    )
+    return kitchen_target(cloud.APT_PROXY_URL, cloud.AWS_ENDPOINT_URL, (network.MACHINE_CIDR,))
 
 
 def target_for(choice: TargetChoice) -> Target:

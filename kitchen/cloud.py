@@ -4,12 +4,16 @@ kitchen hosts on this machine.
 * apt-cacher-ng at ``http://10.213.0.1:3142``: the guests' apt proxy, and the mirror image
   builds go through. Its cache (``/var/cache/apt-cacher-ng``) outlives every kitchen, so the
   second build or converge downloads nothing.
-* moto at ``http://10.213.0.1:5000``: S3, SSM, STS and CloudWatch in one server. It keeps
-  its data in memory, so it runs as a long-lived daemon that survives CLI invocations and
-  ``destroy`` of a host; only ``destroy --all`` stops it (and loses its data).
+* moto at ``http://10.213.0.1:5000``: S3, SSM, STS, IAM and CloudWatch in one server, with IAM
+  enforced (:mod:`kitchen.iam`, :mod:`kitchen.moto_server`). It keeps its data in memory, so
+  it runs as a long-lived daemon that survives CLI invocations and ``destroy`` of a host; only
+  ``destroy --all`` stops it (and loses its data). The kitchen's own calls (seeding, tests)
+  use the admin identity the bootstrap created; its keys are in ``cloud/state.json``.
+* the instance metadata service (:mod:`kitchen.metadata`) on ``10.213.0.1:5169``, which the
+  guests reach as ``169.254.169.254:80`` through a DNAT rule on the host ends of their veths.
 
-There is no systemd on the kitchen machine, so both are daemons started here in their own
-session, with PIDs in ``cloud/state.json`` and logs next to it. Both bind to the cloud
+There is no systemd on the kitchen machine, so these are daemons started here in their own
+session, with PIDs in ``cloud/state.json`` and logs next to it. All bind to the cloud
 address only: never 0.0.0.0, never loopback-wide.
 """
 
@@ -24,12 +28,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kitchen import network
+from kitchen import iam, network
 from kitchen.errors import KitchenError, PrerequisiteError
+from kitchen.iam import Keys
 from kitchen.locks import locked
 from kitchen.paths import APT_CACHE_DIR, cloud_dir
 from kitchen.processes import cmdline, find_processes, pid_alive, poll_until, terminate
@@ -40,10 +45,10 @@ APT_PROXY_PORT = 3142
 AWS_PORT = 5000
 APT_PROXY_URL = f"http://{CLOUD_ADDRESS}:{APT_PROXY_PORT}"
 AWS_ENDPOINT_URL = f"http://{CLOUD_ADDRESS}:{AWS_PORT}"
-# moto accepts any credentials; these are the conventional test ones.
-ACCESS_KEY_ID = "testing"
-SECRET_ACCESS_KEY = "testing"  # noqa: S105 - a moto test credential, not a secret
+METADATA_PORT = 5169
 DEFAULT_REGION = "us-east-1"
+MOTO_MODULE = "kitchen.moto_server"
+METADATA_MODULE = "kitchen.metadata"
 
 APT_CACHER_USER = "apt-cacher-ng"
 APT_CACHER_CONF_DIR = Path("/etc/apt-cacher-ng")
@@ -60,16 +65,15 @@ class CloudInfo:
     apt_proxy_port: int = APT_PROXY_PORT
     endpoint_url: str = AWS_ENDPOINT_URL
     aws_port: int = AWS_PORT
-    access_key_id: str = ACCESS_KEY_ID
-    secret_access_key: str = SECRET_ACCESS_KEY
+    metadata_port: int = METADATA_PORT
     region: str = DEFAULT_REGION
 
-    def aws_env(self) -> dict[str, str]:
-        """Environment for AWS SDKs and the CLI to talk to moto instead of AWS."""
+    def aws_env(self, keys: Keys | None = None) -> dict[str, str]:
+        """Environment for AWS SDKs and the CLI to talk to moto instead of AWS, as the
+        kitchen's admin unless ``keys`` says who (the cloud must have been started)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            **(keys or admin_keys()).env(),
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
         }
@@ -95,10 +99,13 @@ def _load() -> dict[str, Any]:
 
 
 def _save(data: Mapping[str, Any]) -> None:
+    """Write the state, root-only: it holds the kitchen admin's keys."""
     path = _state_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -108,7 +115,17 @@ def _is_apt_proxy(argv: list[str]) -> bool:
 
 
 def _is_moto(argv: list[str]) -> bool:
+    return MOTO_MODULE in argv and CLOUD_ADDRESS in argv
+
+
+def _is_unenforced_moto(argv: list[str]) -> bool:
+    """A plain ``moto.server`` on the cloud address: started by a kitchen from before IAM
+    was enforced; it accepts any key, so it is replaced."""
     return "moto.server" in argv and CLOUD_ADDRESS in argv
+
+
+def _is_metadata(argv: list[str]) -> bool:
+    return METADATA_MODULE in argv and CLOUD_ADDRESS in argv
 
 
 Matcher = Callable[[list[str]], bool]
@@ -118,7 +135,7 @@ def _ours(pid: int | None, matcher: Matcher) -> bool:
     return pid is not None and pid_alive(pid) and bool(matcher(cmdline(pid)))
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int) -> bool:  # on the cloud address
     with contextlib.suppress(OSError), socket.create_connection((CLOUD_ADDRESS, port), 1):
         return True
     return False
@@ -216,25 +233,65 @@ def _start_apt_proxy() -> int:
     return pid
 
 
-# --- moto ---------------------------------------------------------------------------------
+# --- moto and the metadata service ---------------------------------------------------------
 
-def _start_moto() -> int:
+def _bootstrap_client(service: str, keys: Keys | None) -> Any:
+    import boto3
+
+    who = keys.client_kwargs() if keys else {"aws_access_key_id": "kitchen-bootstrap",
+                                             "aws_secret_access_key": "kitchen-bootstrap"}
+    return boto3.client(service, endpoint_url=AWS_ENDPOINT_URL, region_name=DEFAULT_REGION,
+                        **who)
+
+
+def _start_moto() -> tuple[int, Keys, Keys]:
+    """Start moto with IAM enforced; return its PID and the admin's and EC2's keys."""
     if _port_open(AWS_PORT):
         raise KitchenError(f"something else listens on {CLOUD_ADDRESS}:{AWS_PORT}",
                            f"ss -ltnp | grep {AWS_PORT}, stop it, then retry")
     log = cloud_dir() / "moto.log"
-    argv = [sys.executable, "-m", "moto.server", "-H", CLOUD_ADDRESS, "-p", str(AWS_PORT)]
-    pid = _spawn(argv, log)
+    argv = [sys.executable, "-m", MOTO_MODULE, "-H", CLOUD_ADDRESS, "-p", str(AWS_PORT)]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(iam.BOOTSTRAP_REQUESTS)}
+    pid = _spawn(argv, log, env=env)
     _wait_ready(pid, _moto_answers, "moto server", log)
+    try:
+        admin, ec2 = iam.bootstrap(_bootstrap_client)
+    except BaseException:
+        terminate(pid, 5)
+        raise
+    return pid, admin, ec2
+
+
+def _start_metadata(ec2: Keys) -> int:
+    """Start the metadata service as the EC2 identity, and redirect the guests to it."""
+    if _port_open(METADATA_PORT):
+        raise KitchenError(f"something else listens on {CLOUD_ADDRESS}:{METADATA_PORT}",
+                           f"ss -ltnp | grep {METADATA_PORT}, stop it, then retry")
+    log = cloud_dir() / "metadata.log"
+    argv = [sys.executable, "-m", METADATA_MODULE, "--bind", CLOUD_ADDRESS,
+            "--port", str(METADATA_PORT)]
+    # A clean environment: the kitchen machine's own AWS settings (profile, CA bundle) never
+    # decide whom the service asks.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_ENDPOINT_URL": AWS_ENDPOINT_URL,
+           "AWS_DEFAULT_REGION": DEFAULT_REGION, **ec2.env()}
+    pid = _spawn(argv, log, env=env)
+    _wait_ready(pid, lambda: _port_open(METADATA_PORT), "metadata service", log)
+    network.ensure_metadata_redirect(CLOUD_ADDRESS, METADATA_PORT)
     return pid
+
+
+def _keys(data: Mapping[str, Any], who: str) -> Keys | None:
+    raw = data.get(who)
+    return Keys(**raw) if isinstance(raw, dict) else None
 
 
 # --- public API ---------------------------------------------------------------------------
 
 def cloud_running() -> bool:
     data = _load()
-    return _ours(data.get("apt_proxy_pid"), _is_apt_proxy) and _ours(
-        data.get("moto_pid"), _is_moto)
+    return (_ours(data.get("apt_proxy_pid"), _is_apt_proxy)
+            and _ours(data.get("moto_pid"), _is_moto)
+            and _ours(data.get("metadata_pid"), _is_metadata))
 
 
 def ensure_cloud() -> CloudInfo:
@@ -247,9 +304,18 @@ def ensure_cloud() -> CloudInfo:
             _stop_strays(_is_apt_proxy)
             data["apt_proxy_pid"] = _start_apt_proxy()
             changed = True
-        if not _ours(data.get("moto_pid"), _is_moto):
-            _stop_strays(_is_moto)
-            data["moto_pid"] = _start_moto()
+        if not _ours(data.get("moto_pid"), _is_moto) or _keys(data, "ec2") is None:
+            # New keys: the metadata service of the old moto goes with it.
+            for matcher in (_is_metadata, _is_moto, _is_unenforced_moto):
+                _stop_strays(matcher)
+            data["moto_pid"], admin, ec2 = _start_moto()
+            data.update(admin=asdict(admin), ec2=asdict(ec2))
+            changed = True
+        if not _ours(data.get("metadata_pid"), _is_metadata):
+            _stop_strays(_is_metadata)
+            ec2_keys = _keys(data, "ec2")
+            assert ec2_keys is not None  # set just above when missing
+            data["metadata_pid"] = _start_metadata(ec2_keys)
             changed = True
         if changed:
             data.update(started_at=now(), apt_proxy_url=APT_PROXY_URL,
@@ -265,28 +331,45 @@ def _stop_strays(matcher: Matcher) -> None:
 
 
 def stop_cloud() -> None:
-    """Stop both daemons (moto's data is lost) and remove the cloud address."""
+    """Stop the daemons (moto's data is lost), the metadata redirect and the cloud address."""
     with locked(cloud_dir() / "cloud.lock"):
         data = _load()
-        for key, matcher in (("moto_pid", _is_moto), ("apt_proxy_pid", _is_apt_proxy)):
+        for key, matcher in (("metadata_pid", _is_metadata), ("moto_pid", _is_moto),
+                             ("apt_proxy_pid", _is_apt_proxy)):
             if _ours(data.get(key), matcher):
                 terminate(int(data[key]), 10)
             _stop_strays(matcher)
+        _stop_strays(_is_unenforced_moto)
         _state_file().unlink(missing_ok=True)
+        network.remove_metadata_redirect()
         network.remove_cloud_address()
 
 
-def aws_client(service: str, region: str = DEFAULT_REGION) -> Any:
-    """A boto3 client for ``service`` pointed at the kitchen's moto."""
+def admin_keys() -> Keys:
+    """The kitchen admin's access key (the cloud must be running)."""
+    keys = _keys(_load(), "admin")
+    if keys is None:
+        raise KitchenError("the kitchen cloud is not running (no admin key in its state)",
+                           "any kitchen command that needs it starts it, e.g. `kitchen up`")
+    return keys
+
+
+def ec2_keys() -> Keys:
+    """The access key of the identity that plays EC2 (the cloud must be running)."""
+    keys = _keys(_load(), "ec2")
+    if keys is None:
+        raise KitchenError("the kitchen cloud is not running (no EC2 key in its state)",
+                           "any kitchen command that needs it starts it, e.g. `kitchen up`")
+    return keys
+
+
+def aws_client(service: str, region: str = DEFAULT_REGION, keys: Keys | None = None) -> Any:
+    """A boto3 client for ``service`` pointed at the kitchen's moto, as the kitchen's admin
+    unless ``keys`` says who."""
     import boto3
 
-    return boto3.client(
-        service,
-        endpoint_url=AWS_ENDPOINT_URL,
-        region_name=region,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-    )
+    return boto3.client(service, endpoint_url=AWS_ENDPOINT_URL, region_name=region,
+                        **(keys or admin_keys()).client_kwargs())
 
 
 def seed_cloud(

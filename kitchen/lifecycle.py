@@ -163,7 +163,7 @@ def up(
     progress: Progress | None = None,
     converge_timeout: float = CONVERGE_TIMEOUT,
     keep_failed: bool = True,
-    prepare_cloud: Callable[[cloud.CloudInfo], None] | None = None,
+    prepare_cloud: Callable[[cloud.CloudInfo], str | None] | None = None,
     replica: str = "",
 ) -> HostState:
     """Create, boot and converge kitchen host ``name`` from ``user_data`` (bytes, as EC2
@@ -173,8 +173,10 @@ def up(
     cloud-init or systemd reported failure; any other failure or interruption removes the
     half-created host before re-raising. ``prepare_cloud`` runs once the kitchen cloud is up,
     before the host boots: where the caller puts the buckets, parameters and release the
-    converge will fetch. ``replica`` (s3://bucket/prefix/) is where the host will replicate its
-    database; ``up`` refuses while another live host replicates there.
+    converge will fetch, and the instance role, whose ARN it returns (None: the host has no
+    role, and the metadata service gives it no credentials). ``replica``
+    (s3://bucket/prefix/) is where the host will replicate its database; ``up`` refuses while
+    another live host replicates there.
     """
     validate_name(name)
     with _phase(progress, "preflight"):
@@ -187,7 +189,8 @@ def up(
             info = cloud.ensure_cloud()
         if prepare_cloud is not None:
             with _phase(progress, "stack"):
-                prepare_cloud(info)
+                st.instance_role = prepare_cloud(info) or ""
+                _save(st)
         with _phase(progress, "image"):
             image = ensure_image(info.apt_proxy_url)
             st.image = image.key

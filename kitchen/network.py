@@ -7,8 +7,13 @@
 * Host number N (1..250) gets netns ``choiros-<name>`` and a veth pair: ``chk-<N>`` in the
   root namespace with 10.213.N.1/24, ``eth0`` inside the netns with 10.213.N.2/24 and a
   default route via 10.213.N.1. The guest reaches the cloud address because it is a local
-  address of the root namespace. There is no forwarding or NAT: a guest reaches the cloud
-  and its own gateway, not the internet.
+  address of the root namespace. There is no forwarding: a guest reaches the cloud and its
+  own gateway, not the internet.
+* The one NAT rule: a guest's TCP to the instance metadata address 169.254.169.254:80, as it
+  arrives on a host end of a veth, goes to the kitchen's metadata service on the cloud address
+  (nftables table ``ip choiros_kitchen_metadata``). The guest keeps its source address, so the
+  service knows which host asks. Only IPv4, like an EC2 instance whose IPv6 metadata endpoint
+  is off (the stack's default).
 
 Everything is removable: deleting the netns deletes the veth pair with it; the bridge goes
 with ``destroy --all``.
@@ -35,6 +40,8 @@ NETNS_PREFIX = "choiros-"
 NETNS_DIR = Path("/run/netns")
 GUEST_INTERFACE = "eth0"
 MAX_HOSTS = 250
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_TABLE = "choiros_kitchen_metadata"
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,31 @@ def ensure_cloud_address() -> None:
 def remove_cloud_address() -> None:
     if link_exists(CLOUD_BRIDGE):
         run(["ip", "link", "delete", CLOUD_BRIDGE])
+
+
+def metadata_redirect_rules(address: str, port: int) -> str:
+    """The nftables table that sends the guests' metadata requests to ``address:port``
+    (replacing any older version of itself atomically)."""
+    return (
+        f"table ip {METADATA_TABLE}\n"
+        f"delete table ip {METADATA_TABLE}\n"
+        f"table ip {METADATA_TABLE} {{\n"
+        "    chain prerouting {\n"
+        "        type nat hook prerouting priority dstnat; policy accept;\n"
+        f'        iifname "{HOST_LINK_PREFIX}*" ip daddr {METADATA_ADDRESS} tcp dport 80 '
+        f"dnat to {address}:{port}\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def ensure_metadata_redirect(address: str, port: int) -> None:
+    run(["nft", "-f", "-"], input=metadata_redirect_rules(address, port),
+        what="nft (the metadata redirect)")
+
+
+def remove_metadata_redirect() -> None:
+    run(["nft", "delete", "table", "ip", METADATA_TABLE], check=False)
 
 
 def cloud_address_present() -> bool:

@@ -66,6 +66,9 @@ class HostState:
     replica: str = ""
     # The stack file the host was built from: what `kitchen verify` and `replace` default to.
     stack_file: str = ""
+    # The ARN of the host's instance role in the kitchen cloud ("" for none): the instance
+    # profile association, read by the kitchen's metadata service.
+    instance_role: str = ""
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)

@@ -190,11 +190,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "required_units": list(REQUIRED_UNITS),
     }
     if target.aws_endpoint is not None:
-        config["aws"] = {
-            "endpoint_url": target.aws_endpoint.url,
-            "access_key_id": target.aws_endpoint.access_key_id,
-            "secret_access_key": target.aws_endpoint.secret_access_key,
-        }
+        config["aws"] = {"endpoint_url": target.aws_endpoint}
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

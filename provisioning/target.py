@@ -1,8 +1,9 @@
 """Where a rendering goes: EC2, or the kitchen. The only allowed differences live here.
 
 The kitchen boots the same user-data EC2 gets; what it cannot share is named in
-``Target`` and nowhere else: how apt reaches the archive, how the host reaches "AWS" (the
-kitchen cloud's endpoint and its test credentials, since there is no instance role), the TLS
+``Target`` and nowhere else: how apt reaches the archive, where the host reaches "AWS" (the
+kitchen cloud's endpoint; the credentials come from the instance role through the metadata
+service on both, so none are rendered), the TLS
 mode (a kitchen host has no public DNS name for ACME, so a stack's ``acme`` becomes Caddy's
 internal CA; ``off`` and ``internal`` stay as they are), and who is an admin (fail2ban never
 bans the admin CIDRs; a kitchen host's operator is the machine running the kitchen).
@@ -22,19 +23,11 @@ TARGET_SETTINGS: tuple[str, ...] = ("apt_proxy", "aws_endpoint", "tls_mode", "ad
 
 
 @dataclass(frozen=True)
-class AwsEndpoint:
-    """An S3/SSM/CloudWatch stand-in and the credentials it accepts (kitchen only)."""
-
-    url: str
-    access_key_id: str
-    secret_access_key: str
-
-
-@dataclass(frozen=True)
 class Target:
     name: TargetName
     apt_proxy: str | None = None
-    aws_endpoint: AwsEndpoint | None = None
+    # The URL of an S3/SSM/CloudWatch stand-in (kitchen only; None: AWS itself).
+    aws_endpoint: str | None = None
     # What this target serves for a stack whose tls_mode is acme (None: acme itself).
     acme_tls_mode: TlsMode | None = None
     # The admin networks, instead of the stack's choiros:admin_cidrs (None: the stack's).
@@ -48,7 +41,7 @@ class Target:
 AWS = Target(name="aws")
 
 
-def kitchen_target(apt_proxy: str, aws_endpoint: AwsEndpoint,
+def kitchen_target(apt_proxy: str, aws_endpoint: str,
                    admin_cidrs: tuple[str, ...]) -> Target:
     """The kitchen's target: apt through its proxy, AWS through its stand-in, Caddy's own CA
     instead of ACME, and the kitchen machine's own addresses as the admin networks."""

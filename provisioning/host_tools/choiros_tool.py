@@ -59,7 +59,7 @@ class Config:
     health_timeout_seconds: float = 30.0
     keep_releases: int = 5
     env_file: Path = Path("/etc/choiros/backend.env")
-    aws: dict[str, str] = field(default_factory=dict)  # kitchen: endpoint_url and keys
+    aws: dict[str, str] = field(default_factory=dict)  # kitchen: endpoint_url
     # The event store and its replica (choiros_backup.py).
     hostname: str = ""
     app_user: str = "choiros"
@@ -119,7 +119,8 @@ def load_config(path: str | None = None) -> Config:
 
 
 def aws_client(cfg: Config, service: str) -> Any:
-    """All boto3 clients: instance role on EC2, cfg.aws in the kitchen."""
+    """All boto3 clients: the instance role through the default chain (the metadata service,
+    on EC2 and in the kitchen); cfg.aws names the kitchen cloud's endpoint."""
     try:
         import boto3
         from botocore.config import Config as BotoConfig
@@ -129,9 +130,7 @@ def aws_client(cfg: Config, service: str) -> Any:
     kw: dict[str, Any] = {"region_name": cfg.region, "config": BotoConfig(
         retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)}
     if cfg.aws:
-        kw.update(endpoint_url=cfg.aws.get("endpoint_url"),
-                  aws_access_key_id=cfg.aws.get("access_key_id"),
-                  aws_secret_access_key=cfg.aws.get("secret_access_key"))
+        kw["endpoint_url"] = cfg.aws.get("endpoint_url")
     return boto3.client(service, **kw)
 
 

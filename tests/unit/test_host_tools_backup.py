@@ -40,7 +40,7 @@ from moto.server import ThreadedMotoServer
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import render
 from provisioning.spec import DATABASE, HostSpec
-from provisioning.target import AwsEndpoint, kitchen_target
+from provisioning.target import kitchen_target
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +59,14 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools and Litestream take credentials from the default chain (on a host: the
+    instance role); here from the environment, the chain's first link."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", KEY)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +156,7 @@ def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     prefix = f"hosts/unit-{secrets.token_hex(3)}/"
     spec = HostSpec(hostname="choiros-unit", os="debian-12", region=REGION,
                     artifacts_bucket="unused", backups_bucket=BUCKET, backup_prefix=prefix)
-    target = kitchen_target("http://unused:3142", AwsEndpoint(moto_url, KEY, KEY),
+    target = kitchen_target("http://unused:3142", moto_url,
                             ("10.213.0.0/16",))
     rendering = render(spec, target)
     data = tmp_path / "app" / "data"
@@ -511,7 +519,7 @@ def test_the_bootstrap_installs_checked_artifacts_and_refuses_a_mismatch(
     (tmp_path / "artifacts.json").write_text(json.dumps(entries))
     (tmp_path / "host.json").write_text(json.dumps({
         "region": REGION, "artifacts_bucket": "choiros-unit-artifacts",
-        "aws": {"endpoint_url": moto_url, "access_key_id": KEY, "secret_access_key": KEY}}))
+        "aws": {"endpoint_url": moto_url}}))
     monkeypatch.setenv("CHOIROS_HOST_CONFIG", str(tmp_path / "host.json"))
     # A wrong sha256 is final (4); choiros-retry does not wait for it.
     assert fetch.main(str(tmp_path / "artifacts.json")) == 4

@@ -183,15 +183,16 @@ def test_aws_errors_are_reported_without_writing(
 
 def test_aws_clients_use_the_kitchen_endpoint_only_when_configured(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint is the kitchen's; the credentials come from the default chain on both (the
+    instance role through the metadata service; here the environment, first in the chain)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
-    kitchen = tool.Config(region="eu-west-1", aws={"endpoint_url": "http://10.213.0.1:4566",
-                                                 "access_key_id": "testing",
-                                                 "secret_access_key": "testing"})
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a session caches what it resolved
+    kitchen = tool.Config(region="eu-west-1", aws={"endpoint_url": "http://10.213.0.1:4566"})
     client = tool.aws_client(kitchen, "ssm")
     assert client.meta.endpoint_url == "http://10.213.0.1:4566"
     assert client.meta.region_name == "eu-west-1"
-    assert client._request_signer._credentials.access_key == "testing"
+    assert client._request_signer._credentials.access_key == "from-env"
     ec2 = tool.aws_client(tool.Config(region="eu-west-1"), "s3")
     assert ec2.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
 

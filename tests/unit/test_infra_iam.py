@@ -10,10 +10,10 @@ import pulumi
 import pytest
 from sample_stack import stack_config
 
-from infra.iam import instance_policy, parameter_arn
 from infra.preview import ACCOUNT, Declared, Recorder, one
 from infra.stack import build
 from provisioning.host_tools.choiros_release import WANTED_KEY
+from provisioning.iam_policy import instance_policy, parameter_arn
 from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.unit

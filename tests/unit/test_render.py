@@ -319,11 +319,15 @@ def test_litestream_replicates_the_event_store_under_the_hosts_prefix() -> None:
     assert faster["snapshot"]["retention"] == "168h", "point in time as far back as the bucket"
 
 
-def test_kitchen_litestream_talks_to_the_kitchen_cloud_with_its_test_keys() -> None:
+def test_kitchen_litestream_talks_to_the_kitchen_cloud_as_the_instance_role() -> None:
+    """Only the endpoint differs: no keys are rendered on either target, so Litestream's SDK
+    takes the instance role's credentials from the metadata service, as on EC2."""
     replica = litestream_config(KITCHEN)["dbs"][0]["replica"]
     assert replica["endpoint"] == "http://10.213.0.1:5000"
     assert replica["force-path-style"] is True
-    assert (replica["access-key-id"], replica["secret-access-key"]) == ("testing", "testing")
+    assert not {"access-key-id", "secret-access-key"} & set(replica), replica
+    assert json.loads(rendered(KITCHEN).file("/etc/choiros/host.json").content)["aws"] == {
+        "endpoint_url": "http://10.213.0.1:5000"}
     managed = rendered(KITCHEN).file("/etc/choiros/litestream.yml")
     assert (managed.mode, managed.owner, managed.group) == (0o640, "root", "choiros")
 

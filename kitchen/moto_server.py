@@ -1,0 +1,50 @@
+"""moto's server, told which SSM parameters a request is about, so IAM is enforced on them.
+
+moto authorizes a request against the Resource of the caller's policies only where its
+service knows the request's resource: S3 (bucket and key ARNs), STS AssumeRole (the role),
+IAM and SQS. Every other service, SSM among them, is authorized as if the resource were
+``*``, so a policy scoped to parameter ARNs (as the instance role's is) would never match and
+the host could not read its secrets. AWS authorizes each parameter a request names; this
+module makes moto do the same for SSM's parameter actions, then runs moto's own server.
+
+``python -m kitchen.moto_server`` takes moto.server's arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from moto import server
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+from provisioning.iam_policy import parameter_arn
+
+
+def parameter_arns(action: str, param: Callable[[str], Any], partition: str, region: str,
+                   account: str) -> list[str]:
+    """The ARNs of the parameters an SSM request names ([] when it names none)."""
+    if "Parameter" not in action:  # documents, sessions, ...: moto's own "*"
+        return []
+    names = param("Names") or [param("Name") or param("Path")]
+    return [parameter_arn(partition, region, account, str(n)) for n in names if n]
+
+
+def _authorize_each_parameter(self: SimpleSystemManagerResponse, resource: str = "*") -> None:
+    arns = parameter_arns(self._get_action(), self._get_param, self.partition, self.region,
+                          self.current_account)
+    for arn in arns or [resource]:
+        _authorize(self, arn)
+
+
+_authorize = SimpleSystemManagerResponse._authenticate_and_authorize_normal_action
+
+
+def main() -> None:
+    ssm = SimpleSystemManagerResponse
+    ssm._authenticate_and_authorize_normal_action = _authorize_each_parameter  # type: ignore[method-assign,assignment]
+    server.main()
+
+
+if __name__ == "__main__":
+    main()
