@@ -32,7 +32,7 @@ def replica_state(cfg: StackConfig) -> tuple[str, int] | None:
     url = (f"s3://{names.backups}/{cfg.backup_prefix.rstrip('/')}?endpoint={info.endpoint_url}"
            f"&region={cfg.region}&forcePathStyle=true")
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # litestream refuses it
-    env.update(AWS_ACCESS_KEY_ID=info.access_key_id, AWS_SECRET_ACCESS_KEY=info.secret_access_key)
+    env.update(cloud.admin_keys().env())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "events.db"
         done = subprocess.run([str(LITESTREAM.local_file()), "restore", "-o", str(out), url],

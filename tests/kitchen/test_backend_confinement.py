@@ -5,10 +5,11 @@ directory; the stand-in app has the same tool (``POST /api/tools/bash``) and a `
 tool. Every test here runs its probe through those tools, so the probe has exactly what the
 agent would have: the backend's user, group, namespaces, filesystem view and egress firewall.
 
-The kitchen serves no instance metadata, so the tests put a stand-in listener on the metadata
-addresses of the guest (169.254.169.254 and fd00:ec2::254 on its loopback) and first show that
-root and the other services of the app user reach it: the backend's refusal is then the
-firewall's doing, not an unrouted address.
+The kitchen serves instance metadata like EC2 (``kitchen/metadata.py``, reached as
+169.254.169.254:80), so the tests first show that root and the other services of the app user
+get an IMDSv2 token and the instance role's credentials there: the backend's refusal is then
+the firewall's doing, not an unrouted address. EC2's IPv6 endpoint (fd00:ec2::254) is off in
+the stack and not served in the kitchen; a stand-in listener on the guest's loopback plays it.
 
 Runbook: 30-operations/04-security.md#the-backends-box
 """
@@ -24,8 +25,10 @@ from typing import Any
 import pytest
 from conftest import host_name
 
-from choiros_infra.kitchen_stack import stack_up
-from kitchen import lifecycle
+from choiros_infra.kitchen_stack import instance_role_name, stack_up
+from choiros_infra.targets import KITCHEN_ACCOUNT
+from infra.config import load_stack_file
+from kitchen import cloud, lifecycle
 from kitchen.state import HostState
 from provisioning.spec import (
     APP_ROOT,
@@ -41,15 +44,17 @@ from provisioning.spec import (
 pytestmark = pytest.mark.kitchen
 
 TOOL_URL = f"http://127.0.0.1:{BACKEND_PORT}/api/tools"
+IPV4_METADATA, IPV6_METADATA = METADATA_ADDRESSES
+TOKEN_URL = f"http://{IPV4_METADATA}/latest/api/token"
+CREDENTIALS_URL = f"http://{IPV4_METADATA}/latest/meta-data/iam/security-credentials/"
+TOKEN_REQUEST = ("-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60")
 DEADLINE = 15.0
 # Not IMDS's port 80: Caddy's wildcard listener holds it in the guest. The firewall refuses the
 # address whatever the port.
 STANDIN_PORT = 1338
-
-
-def url_for(address: str) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{STANDIN_PORT}/"
+STANDIN_URL = f"http://[{IPV6_METADATA}]:{STANDIN_PORT}/"
+AS_APP_USER = ("systemd-run", "--wait", "--pipe", "--quiet", "--collect", f"--uid={APP_USER}",
+               f"--gid={APP_USER}", "--")
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +62,11 @@ def host(stack_file: Path) -> Iterator[HostState]:
     name = host_name("box")
     try:
         st = stack_up(name, stack_file)
-        for n, address in enumerate(METADATA_ADDRESSES):
-            prefix = "128" if ":" in address else "32"
-            lifecycle.exec_in(name, ["ip", "address", "add", f"{address}/{prefix}", "dev", "lo"],
-                              check=True)
-            lifecycle.exec_in(name, ["systemd-run", f"--unit=kt-metadata-standin-{n}",
-                                     "python3", "-m", "http.server", "--bind", address,
-                                     str(STANDIN_PORT)],
-                              check=True)
+        lifecycle.exec_in(name, ["ip", "address", "add", f"{IPV6_METADATA}/128", "dev", "lo"],
+                          check=True)
+        lifecycle.exec_in(name, ["systemd-run", "--unit=kt-metadata-standin", "python3", "-m",
+                                 "http.server", "--bind", IPV6_METADATA, str(STANDIN_PORT)],
+                          check=True)
         yield st
     finally:
         lifecycle.destroy(name)
@@ -75,6 +77,21 @@ def curl_status(host: HostState, url: str, *prefix: str) -> str:
     done = lifecycle.exec_in(host.name, [*prefix, "curl", "-sS", "-g", "-m", "3", "-o",
                                          "/dev/null", "-w", "%{http_code}", url])
     return done.stdout.strip()
+
+
+def role_credentials(host: HostState, *prefix: str) -> dict[str, str]:
+    """IMDSv2 as an SDK does it, in the guest: a token, the role's name, its credentials."""
+    def curl(*args: str) -> str:
+        done = lifecycle.exec_in(host.name, [*prefix, "curl", "-sS", "-f", "-m", "5", *args],
+                                 check=True)
+        return done.stdout
+
+    token = curl(*TOKEN_REQUEST, TOKEN_URL)
+    header = ("-H", f"X-aws-ec2-metadata-token: {token}")
+    role = curl(*header, CREDENTIALS_URL)
+    issued: dict[str, str] = json.loads(curl(*header, CREDENTIALS_URL + role))
+    issued["role"] = role
+    return issued
 
 
 def tool(host: HostState, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -90,23 +107,38 @@ def bash(host: HostState, command: str) -> dict[str, Any]:
     return tool(host, "bash", {"command": command, "timeout_ms": 20000})
 
 
-def test_root_and_the_other_app_user_services_reach_the_metadata_stand_in(
-        host: HostState) -> None:
-    """The control: without the backend's group the address answers (so Litestream and the
-    backup tools, also the app user, keep the instance role on EC2)."""
-    for address in METADATA_ADDRESSES:
-        deadline = time.monotonic() + DEADLINE
-        while curl_status(host, url_for(address)) != "200" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert curl_status(host, url_for(address)) == "200", f"root cannot reach {address}"
-        as_app_user = ("systemd-run", "--wait", "--pipe", "--quiet", "--collect",
-                       f"--uid={APP_USER}", f"--gid={APP_USER}", "--")
-        assert curl_status(host, url_for(address), *as_app_user) == "200", address
+def test_root_and_the_other_app_user_services_get_the_instance_role(host: HostState) -> None:
+    """The control: without the backend's group the metadata service answers with the role's
+    credentials (so Litestream and the backup tools, also the app user, keep the role)."""
+    for prefix in ((), AS_APP_USER):
+        issued = role_credentials(host, *prefix)
+        assert issued["Code"] == "Success" and issued["AccessKeyId"].startswith("ASIA"), issued
+        assert issued["role"] == instance_role_name(load_stack_file(Path(host.stack_file)))
+    deadline = time.monotonic() + DEADLINE
+    while curl_status(host, STANDIN_URL) != "200" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert curl_status(host, STANDIN_URL) == "200", f"root cannot reach {IPV6_METADATA}"
+    assert curl_status(host, STANDIN_URL, *AS_APP_USER) == "200", IPV6_METADATA
 
 
-@pytest.mark.parametrize("address", METADATA_ADDRESSES)
-def test_the_backend_cannot_reach_the_metadata_service(host: HostState, address: str) -> None:
-    out = bash(host, f"curl -sS -g -m 3 {url_for(address)}")
+def test_the_host_tools_default_chain_is_the_instance_role(host: HostState) -> None:
+    """boto3 on the host, with no keys anywhere, signs as the role's session for this instance
+    (the session name EC2 uses is the instance id)."""
+    cfg = load_stack_file(Path(host.stack_file))
+    probe = ("import boto3, sys; print(boto3.client('sts', endpoint_url=sys.argv[1], "
+             "region_name=sys.argv[2]).get_caller_identity()['Arn'])")
+    done = lifecycle.exec_in(host.name, ["python3", "-c", probe, cloud.AWS_ENDPOINT_URL,
+                                         cfg.region], check=True)
+    role = instance_role_name(cfg)
+    assert done.stdout.strip() == (f"arn:aws:sts::{KITCHEN_ACCOUNT}:assumed-role/{role}/"
+                                   f"{host.instance_id}")
+
+
+def test_the_backend_cannot_reach_the_metadata_service(host: HostState) -> None:
+    out = bash(host, f"curl -sS -m 3 {' '.join(repr(a) for a in TOKEN_REQUEST)} {TOKEN_URL}")
+    assert out["success"] is False and "Exit code: Some(7)" in out["content"], out
+    assert "Failed to connect" in out["content"], out
+    out = bash(host, f"curl -sS -g -m 3 {STANDIN_URL}")
     assert out["success"] is False and "Exit code: Some(7)" in out["content"], out
     assert "Failed to connect" in out["content"], out
 

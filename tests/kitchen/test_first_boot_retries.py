@@ -21,6 +21,7 @@ import pytest
 from choiros_infra.kitchen_stack import (
     FIRST_RELEASE,
     publish_stand_in,
+    put_stack_role,
     replica_of,
 )
 from choiros_infra.kitchen_stack import test_secret_value as secret_value
@@ -101,9 +102,10 @@ def test_a_host_whose_artifacts_and_secrets_come_late_still_converges(late_stack
     name = f"kt-late-{secrets.token_hex(2)}"
     watcher = LateCloud(name, cfg)
 
-    def buckets_only(_info: cloud.CloudInfo) -> None:
+    def buckets_only(_info: cloud.CloudInfo) -> str:
         cloud.seed_cloud([names.artifacts, names.backups], region=cfg.region)
         watcher.start()
+        return put_stack_role(cfg)
 
     try:
         st = lifecycle.up(name, rendering_for(cfg, TargetChoice.kitchen).user_data,

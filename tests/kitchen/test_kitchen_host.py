@@ -83,7 +83,7 @@ def test_guest_reaches_the_cloud_but_not_the_internet(main_host: HostState) -> N
     probe = (
         "import http.client, socket, sys\n"
         "c = http.client.HTTPConnection(sys.argv[1], sys.argv[2], timeout=5)\n"
-        "c.request('GET', '/kt-bucket')\n"
+        "c.request('GET', '/moto-api/')\n"
         "print(c.getresponse().status)\n"
         "try:\n"
         "    socket.create_connection(('151.101.2.132', 80), 3)\n"
@@ -114,13 +114,13 @@ def test_cloud_serves_s3_ssm_sts_and_cloudwatch(kitchen_cloud: cloud.CloudInfo) 
     assert {m["MetricName"] for m in cw.list_metrics(Namespace=namespace)["Metrics"]} == {"up"}
     env = kitchen_cloud.aws_env()
     assert env["AWS_ENDPOINT_URL"] == "http://10.213.0.1:5000"
-    assert env["AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_ACCESS_KEY_ID"] == cloud.admin_keys().access_key_id
 
 
 def test_cloud_listens_only_on_the_kitchen_address(kitchen_cloud: cloud.CloudInfo) -> None:
     sockets = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True,
                              check=True).stdout
-    for port in (cloud.APT_PROXY_PORT, cloud.AWS_PORT):
+    for port in (cloud.APT_PROXY_PORT, cloud.AWS_PORT, cloud.METADATA_PORT):
         local = [line.split()[3] for line in sockets.splitlines()
                  if line.split()[3].endswith(f":{port}")]
         assert local == [f"{cloud.CLOUD_ADDRESS}:{port}"]
