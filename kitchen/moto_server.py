@@ -1,13 +1,18 @@
-"""moto's server, told which SSM parameters a request is about, so IAM is enforced on them.
+"""moto's server, with two corrections so its IAM enforcement judges requests as AWS does.
 
-moto authorizes a request against the Resource of the caller's policies only where its
-service knows the request's resource: S3 (bucket and key ARNs), STS AssumeRole (the role),
-IAM and SQS. Every other service, SSM among them, is authorized as if the resource were
-``*``, so a policy scoped to parameter ARNs (as the instance role's is) would never match and
-the host could not read its secrets. AWS authorizes each parameter a request names; this
-module makes moto do the same for SSM's parameter actions, then runs moto's own server.
+1. Which SSM parameters a request is about. moto authorizes a request against the Resource
+   of the caller's policies only where its service knows the request's resource: S3 (bucket
+   and key ARNs), STS AssumeRole (the role), IAM and SQS. Every other service, SSM among
+   them, is authorized as if the resource were ``*``, so a policy scoped to parameter ARNs
+   (as the instance role's is) would never match and the host could not read its secrets.
+   AWS authorizes each parameter a request names; this module makes moto do the same for
+   SSM's parameter actions.
+2. The action's service prefix. moto takes it from the request's signing name, which for
+   CloudWatch is ``monitoring``: it would ask for ``monitoring:PutMetricData``, an action no
+   policy grants, where IAM's is ``cloudwatch:PutMetricData``.
 
-``python -m kitchen.moto_server`` takes moto.server's arguments.
+Then it runs moto's own server: ``python -m kitchen.moto_server`` takes moto.server's
+arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moto import server
+from moto.iam.access_control import IAMRequestBase
 from moto.ssm.responses import SimpleSystemManagerResponse
 
 from provisioning.iam_policy import parameter_arn
@@ -39,10 +45,28 @@ def _authorize_each_parameter(self: SimpleSystemManagerResponse, resource: str =
 
 _authorize = SimpleSystemManagerResponse._authenticate_and_authorize_normal_action
 
+# Signing names that differ from the service's IAM prefix (of the services the host calls).
+IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
+def iam_action(action: str) -> str:
+    """``monitoring:PutMetricData`` as IAM spells it: ``cloudwatch:PutMetricData``."""
+    service, _, name = action.partition(":")
+    return f"{IAM_PREFIX.get(service, service)}:{name}"
+
+
+def _with_iam_prefix(self: IAMRequestBase, *args: Any, **kwargs: Any) -> None:
+    _request_init(self, *args, **kwargs)
+    self._action = iam_action(self._action)
+
+
+_request_init = IAMRequestBase.__init__
+
 
 def main() -> None:
     ssm = SimpleSystemManagerResponse
     ssm._authenticate_and_authorize_normal_action = _authorize_each_parameter  # type: ignore[method-assign,assignment]
+    IAMRequestBase.__init__ = _with_iam_prefix  # type: ignore[method-assign]
     server.main()
 
 

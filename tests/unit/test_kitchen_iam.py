@@ -39,9 +39,10 @@ from kitchen.metadata import (
     Tokens,
     make_handler,
 )
-from kitchen.moto_server import parameter_arns
+from kitchen.moto_server import iam_action, parameter_arns
 from kitchen.processes import poll_until
 from provisioning.iam_policy import instance_policy, trust_policy
+from provisioning.spec import METRICS
 
 pytestmark = pytest.mark.unit
 
@@ -215,6 +216,8 @@ def test_the_role_may_do_what_the_host_tools_need_and_nothing_more(moto_cloud: C
     assert s3.get_object(Bucket=BACKUPS, Key=f"{PREFIX}0000/x.ltx")["Body"].read() == b"x"
     values = ssm.get_parameters(Names=[SECRET], WithDecryption=True)["Parameters"]
     assert [p["Value"] for p in values] == ["v"]
+    moto_cloud.client("cloudwatch", **creds).put_metric_data(
+        Namespace=METRICS.namespace, MetricData=[{"MetricName": METRICS.healthy, "Value": 1.0}])
     assert denied(lambda: s3.put_object(Bucket=BACKUPS, Key="hosts/other/x", Body=b"x"))
     assert denied(lambda: s3.put_object(Bucket=ARTIFACTS, Key="releases/x", Body=b"x"))
     assert denied(lambda: ssm.get_parameters(Names=[OTHER_SECRET], WithDecryption=True))
@@ -251,6 +254,11 @@ def test_moto_does_not_evaluate_conditions(moto_cloud: Cloud, imds: str) -> None
     learned conditions: update the README."""
     s3 = moto_cloud.client("s3", **role_credentials(imds))
     s3.list_objects_v2(Bucket=BACKUPS, Prefix="hosts/other/")
+
+
+def test_cloudwatch_is_authorized_by_its_iam_prefix_not_its_signing_name() -> None:
+    assert iam_action("monitoring:PutMetricData") == "cloudwatch:PutMetricData"
+    assert iam_action("s3:PutObject") == "s3:PutObject"
 
 
 def test_ssm_requests_are_authorized_per_parameter() -> None:
