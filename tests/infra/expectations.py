@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from choiros_infra.release_store import ReleaseError, ReleaseStore, WantedRelease
+from choiros_infra.release_store import ReleaseError, WantedRelease
 from choiros_infra.stack_target import StackTarget
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for, target_for
 from infra.config import load_stack_file
@@ -61,7 +61,9 @@ class Expectations:
     rendering: Rendering
     spec: HostSpec
     tls_mode: str
-    releases: ReleaseStore
+    # Where the wanted release is read, when a check first asks: collecting the suites needs
+    # no AWS (the kitchen cloud's admin key exists only while it runs).
+    stack: StackTarget
 
     @functools.cached_property
     def wanted(self) -> WantedRelease | None:
@@ -69,7 +71,7 @@ class Expectations:
         what the host must run. None: the stack wants none yet. Unreadable: the check fails
         with the reason, it is never taken as a pass."""
         try:
-            return self.releases.wanted()
+            return self.stack.releases().wanted()
         except ReleaseError as e:
             raise AssertionError(f"cannot read the stack's wanted release: {e.problem} "
                                  f"(Try: {e.fix})") from None
@@ -135,4 +137,4 @@ def load_expectations(stack_file: Path, target: str, account: str | None) -> Exp
     tls_mode = target_for(choice).tls_mode(cfg.tls_mode)
     target_of = StackTarget(stack_file, cfg, choice, account_id, names.artifacts)
     return Expectations(rendering=rendering, spec=host_spec(cfg, names.artifacts, names.backups),
-                        tls_mode=tls_mode, releases=target_of.releases())
+                        tls_mode=tls_mode, stack=target_of)
