@@ -263,7 +263,7 @@ def _start_moto() -> tuple[int, Keys, Keys]:
 
 
 def _start_metadata(ec2: Keys) -> int:
-    """Start the metadata service as the EC2 identity, and redirect the guests to it."""
+    """Start the metadata service as the EC2 identity."""
     if _port_open(METADATA_PORT):
         raise KitchenError(f"something else listens on {CLOUD_ADDRESS}:{METADATA_PORT}",
                            f"ss -ltnp | grep {METADATA_PORT}, stop it, then retry")
@@ -276,7 +276,6 @@ def _start_metadata(ec2: Keys) -> int:
            "AWS_DEFAULT_REGION": DEFAULT_REGION, **ec2.env()}
     pid = _spawn(argv, log, env=env)
     _wait_ready(pid, lambda: _port_open(METADATA_PORT), "metadata service", log)
-    network.ensure_metadata_redirect(CLOUD_ADDRESS, METADATA_PORT)
     return pid
 
 
@@ -317,6 +316,8 @@ def ensure_cloud() -> CloudInfo:
             assert ec2_keys is not None  # set just above when missing
             data["metadata_pid"] = _start_metadata(ec2_keys)
             changed = True
+        # Always (idempotent): the table goes with a reboot of this machine, the service not.
+        network.ensure_metadata_redirect(CLOUD_ADDRESS, METADATA_PORT)
         if changed:
             data.update(started_at=now(), apt_proxy_url=APT_PROXY_URL,
                         endpoint_url=AWS_ENDPOINT_URL)
