@@ -50,6 +50,10 @@ FRESHNESS_UNIT = "choiros-backup-freshness.service"
 FRESHNESS_TIMER = "choiros-backup-freshness.timer"
 LITESTREAM_CONFIG = f"{CONFIG_DIR}/litestream.yml"
 LITESTREAM_BINARY = "/usr/local/bin/litestream"
+# Litestream's control socket, in the unit's runtime directory: `choiros-backup --now` asks the
+# running replication through it to sync at once (`litestream sync -wait`).
+LITESTREAM_RUNTIME_DIR = "choiros-litestream"
+LITESTREAM_SOCKET = f"/run/{LITESTREAM_RUNTIME_DIR}/litestream.sock"
 
 # The health check: every minute its timer checks /health through Caddy and directly, the
 # units that must run, disk and memory, logs one JSON line and publishes the HostMetrics.

@@ -1,5 +1,5 @@
-"""Library of the ChoirOS backup tools choiros-restore, choiros-restore-at-boot and
-choiros-backup-freshness.
+"""Library of the ChoirOS backup tools choiros-restore, choiros-restore-at-boot,
+choiros-backup and choiros-backup-freshness.
 
 Installed as /usr/local/lib/choiros/choiros_backup.py beside choiros_tool.py (config, errors,
 AWS clients, the deploy lock, the health wait). Needs Debian 12's python3 (sqlite3 is in the
@@ -23,6 +23,16 @@ choiros-restore [--latest | --at TIMESTAMP] [--verify-only [--scratch DIR]]
   move the restored copy in (owner app_user, 0640), start the backend and health-check it, start
   replication again. If the backend is unhealthy on the restored copy, the earlier files are
   put back (the restored copy stays in pre-restore-<time>/restored/) and the exit code is 1.
+choiros-restore --from-file PATH | --undo pre-restore-<time> [--verify-only [--scratch DIR]]
+  puts a copy of the database in place the same way: a manual copy (e.g. `sqlite3 .backup`),
+  or the database an earlier restore set aside. The copy (with its -wal, if one is beside it)
+  is copied into the data directory and checked there first, so the operator's file and the
+  set-aside directory stay as they are, and a bad copy changes nothing. What it replaces is set
+  aside in a new pre-restore-<time>/, so an undo can itself be undone.
+choiros-backup --now [--timeout SECONDS]
+  asks the running replication, through Litestream's control socket (host.json
+  `litestream_socket`), to sync at once (`litestream sync -wait`), then checks in the bucket
+  that the newest level-0 file holds the database's newest transaction.
 choiros-restore-at-boot
   (choiros-restore-at-boot.service, before the backend) restores the latest replica when the
   database is absent and a replica exists; with no replica (the stack's first host) it does
@@ -39,6 +49,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -126,18 +137,22 @@ def replica_url(cfg: Config) -> str:
     return f"s3://{cfg.backups_bucket}/{cfg.backup_prefix}"
 
 
-def _litestream(cfg: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `litestream <command> -config <litestream_config> ... <database>`."""
+def _litestream(cfg: Config, *args: str, daemon: bool = False,
+                timeout: float = LITESTREAM_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run `litestream <command> -config <litestream_config> ... <database>`, or with
+    ``daemon`` `litestream <command> -socket <litestream_socket> ... <database>` (a command
+    the running replication answers through its control socket)."""
     if not cfg.backups_bucket or not cfg.backup_prefix:
         raise ToolError("backups_bucket and backup_prefix are not set", "fix host.json", USAGE)
     # Litestream 0.5.17 refuses to start when AWS_CA_BUNDLE is set ("unable to add custom
     # RootCAs"); hosts never set it, some workstations do.
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    cmd = [str(cfg.litestream), args[0], "-config", str(cfg.litestream_config), "-no-expand-env",
-           *args[1:], str(cfg.database)]
+    where = ["-socket", str(cfg.litestream_socket)] if daemon else [
+        "-config", str(cfg.litestream_config), "-no-expand-env"]
+    cmd = [str(cfg.litestream), args[0], *where, *args[1:], str(cfg.database)]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
-                              timeout=LITESTREAM_TIMEOUT)
+                              timeout=timeout)
     except FileNotFoundError as e:
         raise ToolError(f"{cfg.litestream} is missing", "rerun the converge "
                         "(/usr/local/sbin/choiros-fetch-artifacts installs it)", BROKEN) from e
@@ -185,13 +200,16 @@ def parse_timestamp(text: str) -> datetime:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def check_database(path: Path, expected_tables: tuple[str, ...]) -> Checked:
-    """The checks a restored copy must pass before it may replace anything."""
+BACKUP_MAY_BE_CORRUPT = ("the backup may be corrupt: try an earlier --at, and keep the "
+                         "current database (nothing was changed)")
+
+
+def check_database(path: Path, expected_tables: tuple[str, ...], what: str = "the restored "
+                   "database", hint: str = BACKUP_MAY_BE_CORRUPT) -> Checked:
+    """The checks a copy must pass before it may replace anything."""
 
     def bad(why: str) -> ToolError:
-        return ToolError(f"the restored database is unusable: {why}",
-                         "the backup may be corrupt: try an earlier --at, and keep the "
-                         "current database (nothing was changed)")
+        return ToolError(f"{what} is unusable: {why}", hint)
 
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
@@ -468,6 +486,147 @@ def _restore(cfg: Config, at: datetime | None, verify_only: bool,
         return swap_in(cfg, checked, now)
 
 
+# -- putting a file back: a manual copy, or what an earlier restore set aside
+
+# The directories swap_in() makes (pre-restore-<UTC time>, -2, -3, ... when taken).
+SET_ASIDE_RE = re.compile(r"pre-restore-[0-9]{8}T[0-9]{6}Z(-[0-9]+)?")
+
+
+def set_aside(cfg: Config) -> list[str]:
+    """The names of the set-aside directories that hold a database, oldest first."""
+    data, name = cfg.database.parent, cfg.database.name
+    return sorted((p.name for p in data.iterdir()
+                   if SET_ASIDE_RE.fullmatch(p.name) and (p / name).is_file()),
+                  key=lambda n: (n[:28], int(n[29:] or 1)))
+
+
+def undo_source(cfg: Config, name: str) -> Path:
+    """The database an earlier restore set aside in data/<name>/ (``name`` as the restore
+    printed it: pre-restore-<time>, or its full path)."""
+    data, given = cfg.database.parent, Path(name)
+    available = set_aside(cfg)
+    if given.parent not in (Path("."), data) or given.name not in available:
+        if not available:
+            raise ToolError(f"--undo {name}: no restore has set a database aside in {data}/",
+                            "there is nothing to undo", USAGE)
+        raise ToolError(f"--undo {name}: not a set-aside database; {data}/ holds "
+                        f"{', '.join(available)}",
+                        f"choiros-restore --undo {available[-1]} (the newest)", USAGE)
+    return data / given.name / cfg.database.name
+
+
+def _fold_wal(path: Path, what: str, hint: str) -> None:
+    """Make ``path`` one file: checkpoint its WAL into it, then drop the emptied -wal/-shm."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as e:
+        raise ToolError(f"{what} is unusable: {e}", hint) from e
+    if busy:
+        raise ToolError(f"{what}: its WAL could not be checkpointed (busy)", hint)
+    for sidecar in ("-wal", "-shm"):
+        Path(f"{path}{sidecar}").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def copied_file(cfg: Config, src: Path, hint: str, place: Path | None = None
+                ) -> Iterator[Checked]:
+    """A checked one-file copy of the database ``src`` (with the -wal beside it, if any) in a
+    temporary directory of the data directory (or ``place``). ``src`` itself is never opened
+    by SQLite, so it stays as it is; the directory is removed afterwards unless its database
+    was moved out."""
+    if not src.is_file():
+        raise ToolError(f"{src}: no such file", "give the path of a copy of the database on "
+                        "this host; nothing was changed", USAGE)
+    if src.resolve() == cfg.database.resolve():
+        raise ToolError(f"{src} is the live database", "give a copy of it", USAGE)
+    tmp = Path(tempfile.mkdtemp(prefix=".restore-", dir=place or cfg.database.parent))
+    try:
+        out = tmp / cfg.database.name
+        shutil.copyfile(src, out)
+        if Path(f"{src}-wal").is_file():  # recent writes of a copy taken from a live host
+            shutil.copyfile(f"{src}-wal", f"{out}-wal")
+            _fold_wal(out, str(src), hint)
+        yield check_database(out, cfg.expected_tables, str(src), hint)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore_file(cfg: Config, src: Path | None, undo: str | None, verify_only: bool,
+                 scratch: Path | None = None) -> int:
+    """Put a copy of the database in place the way a restore does: ``src`` (a manual copy)
+    or the one the restore that made data/``undo``/ set aside. Checked first: a bad copy
+    changes nothing. With ``verify_only`` only the check (no lock, scratch space)."""
+    with contextlib.nullcontext() if verify_only else locked(cfg.app_root):
+        now = datetime.now(UTC)
+        if undo is not None:
+            src = undo_source(cfg, undo)
+            print(f"restore: undo: the database set aside in {src.parent}/")
+            hint = (f"that copy is damaged; choose another set-aside one "
+                    f"({', '.join(set_aside(cfg))}); nothing was changed")
+        else:
+            assert src is not None
+            print(f"restore: from the file {src}")
+            hint = (f"check the copy (sqlite3 -readonly {src} 'PRAGMA integrity_check') or use "
+                    "another; nothing was changed")
+        size = sum(p.stat().st_size for p in (src, Path(f"{src}-wal")) if p.is_file())
+        place = scratch_for(cfg, size, scratch) if verify_only else None
+        with copied_file(cfg, src, hint, place) as checked:
+            print(f"restore: the copy is sound: {checked.describe()}")
+            if verify_only:
+                print("restore: --verify-only: nothing was changed")
+                return OK
+            return swap_in(cfg, checked, now)
+
+
+# -- back up now
+
+SYNC_TIMEOUT = 120.0
+
+
+def backup_now(cfg: Config, timeout: float = SYNC_TIMEOUT) -> int:
+    """Have the running replication sync at once (through Litestream's control socket),
+    wait until the replica holds the database's newest transaction, and prove it from the
+    bucket itself."""
+    db = cfg.database
+    if not db.is_file():
+        raise ToolError(f"there is no database at {db}: nothing to back up",
+                        "a host has one once a release is deployed (choiros-deploy --status)")
+    if not _litestream_active(cfg):
+        raise ToolError(f"{cfg.litestream_unit} is not running: nothing replicates {db}",
+                        f"sudo systemctl start {cfg.litestream_unit}, then systemctl status "
+                        f"{cfg.litestream_unit}")
+    print(f"backup: syncing {db} to {replica_url(cfg)} (waiting up to {timeout:g}s)",
+          flush=True)
+    started = time.monotonic()
+    r = _litestream(cfg, "sync", "-wait", "-json", "-timeout", f"{timeout:g}", daemon=True,
+                    timeout=timeout + 30)
+    if r.returncode:
+        raise ToolError(f"litestream sync failed: {_last_line(r.stderr or r.stdout)}",
+                        f"journalctl -u {cfg.litestream_unit} -n 20 (S3 errors show there); "
+                        f"its control socket is {cfg.litestream_socket}")
+    try:
+        done = json.loads(r.stdout)
+        txid, replica_txid = int(done["txid"]), int(done["replica_txid"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ToolError(f"unexpected `litestream sync` output ({e}): {r.stdout[:200]!r}",
+                        "check the litestream binary is the pinned version", BROKEN) from e
+    if replica_txid < txid:
+        raise ToolError(f"the replica is behind: it holds TXID {replica_txid}, the database "
+                        f"is at {txid} after {timeout:g}s", f"journalctl -u "
+                        f"{cfg.litestream_unit} -n 20; then choiros-backup --now again")
+    newest = _newest_level0(cfg)
+    if newest is None or newest[0] < txid:
+        raise ToolError(f"Litestream reports TXID {txid} synced, but the newest file in "
+                        f"{replica_url(cfg)}{LEVEL0:04x}/ holds "
+                        f"{'nothing' if newest is None else f'TXID {newest[0]}'}",
+                        f"journalctl -u {cfg.litestream_unit} -n 20", BROKEN)
+    print(f"backup: {replica_url(cfg)} holds every change up to TXID {txid} "
+          f"(newest upload {newest[1]:%Y-%m-%dT%H:%M:%SZ}); took "
+          f"{time.monotonic() - started:.1f}s")
+    return OK
+
+
 # -- freshness
 
 def _newest_level0(cfg: Config) -> tuple[int, datetime] | None:
@@ -569,17 +728,42 @@ def restore_main(argv: list[str] | None = None) -> int:
                        "where the copy goes (default /dev/shm, else /var/tmp, off the data "
                        "filesystem)")
 
+        which.add_argument("--from-file", metavar="PATH", type=Path, help="put this copy of "
+                           "the database back instead (e.g. one `sqlite3 .backup` made)")
+        which.add_argument("--undo", metavar="pre-restore-<time>", help="put back the database "
+                           "an earlier restore set aside in data/pre-restore-<time>/")
+
     def action(cfg: Config, a: argparse.Namespace) -> int:
         if a.scratch and not a.verify_only:
             raise ToolError("--scratch goes with --verify-only", "add --verify-only", USAGE)
+        if a.from_file or a.undo:
+            return restore_file(cfg, a.from_file, a.undo, a.verify_only, a.scratch)
         return restore(cfg, parse_timestamp(a.at) if a.at else None, a.verify_only,
                        a.scratch)
 
     os.umask(0o027)
-    return run_tool(argv, "choiros-restore", "Restore the event store from its S3 replica: "
-                    "restore into a temporary file, check it,\nstop the backend, move the current "
-                    "database to data/pre-restore-<time>/, swap in,\nstart and health-check.",
-                    action, setup)
+    return run_tool(argv, "choiros-restore", "Restore the event store from its S3 replica (or "
+                    "--from-file, or --undo): restore into\na temporary file, check it, stop "
+                    "the backend, move the current database to\ndata/pre-restore-<time>/, swap "
+                    "in, start and health-check.", action, setup)
+
+
+def backup_main(argv: list[str] | None = None) -> int:
+    def setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--now", action="store_true", required=True, help="have Litestream "
+                       "sync at once and wait until the replica holds the newest change")
+        p.add_argument("--timeout", metavar="SECONDS", type=float, default=SYNC_TIMEOUT,
+                       help=f"how long to wait for the sync (default {SYNC_TIMEOUT:g})")
+
+    def action(cfg: Config, a: argparse.Namespace) -> int:
+        if a.timeout <= 0:
+            raise ToolError(f"--timeout {a.timeout:g} is not a positive number of seconds",
+                            "e.g. --timeout 120", USAGE)
+        return backup_now(cfg, a.timeout)
+
+    return run_tool(argv, "choiros-backup", "Back up the event store now: have the running "
+                    "replication (Litestream) upload every\nchange at once, and check the "
+                    "replica in S3 holds the newest one.", action, setup)
 
 
 def restore_at_boot_main(argv: list[str] | None = None) -> int:

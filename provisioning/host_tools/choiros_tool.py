@@ -70,6 +70,7 @@ class Config:
     litestream: Path = Path("/usr/local/bin/litestream")
     litestream_config: Path = Path("/etc/choiros/litestream.yml")
     litestream_unit: str = "choiros-litestream.service"
+    litestream_socket: Path = Path("/run/choiros-litestream/litestream.sock")
     sync_interval_seconds: float = 1.0
     # What the host publishes to CloudWatch: provisioning/spec.py's HostMetrics, rendered
     # into host.json (no default here, so that no second copy of a name can drift).

@@ -18,10 +18,12 @@ import importlib.util
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +41,7 @@ from moto.server import ThreadedMotoServer
 
 from provisioning.artifacts import LITESTREAM
 from provisioning.render import render
-from provisioning.spec import DATABASE, HostSpec
+from provisioning.spec import DATABASE, LITESTREAM_SOCKET, HostSpec
 from provisioning.target import kitchen_target
 
 pytestmark = pytest.mark.unit
@@ -162,14 +164,19 @@ def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     data = tmp_path / "app" / "data"
     data.mkdir(parents=True)
     database = data / "events.db"
+    # A socket path must fit in 108 bytes: tmp_path may not.
+    sockets = Path(tempfile.mkdtemp(prefix="ls-"))
+    socket_path = sockets / "litestream.sock"
     (tmp_path / "litestream.yml").write_text(
-        rendering.file("/etc/choiros/litestream.yml").content.replace(DATABASE, str(database)))
+        rendering.file("/etc/choiros/litestream.yml").content.replace(DATABASE, str(database))
+        .replace(LITESTREAM_SOCKET, str(socket_path)))
     server = HTTPServer(("127.0.0.1", 0), Healthy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host_json = json.loads(rendering.file("/etc/choiros/host.json").content)
     host_json.update(app_root=str(tmp_path / "app"), database=str(database),
                      litestream=str(LITESTREAM.local_file()),
                      litestream_config=str(tmp_path / "litestream.yml"),
+                     litestream_socket=str(socket_path),
                      health_url=f"http://127.0.0.1:{server.server_port}/health",
                      health_timeout_seconds=2, app_user=_me())
     (tmp_path / "host.json").write_text(json.dumps(host_json))
@@ -185,6 +192,7 @@ def host(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield Host(tmp_path, cfg, moto_url, tmp_path / "calls.log")
     finally:
         server.shutdown()
+        shutil.rmtree(sockets, ignore_errors=True)
         Healthy.check = staticmethod(lambda: True)
 
 
@@ -433,6 +441,244 @@ def test_restore_at_boot_refuses_a_corrupt_replica_so_the_backend_stays_down(
     code, _, err = host.run(cb.restore_at_boot_main, capsys=capsys)
     assert code == tool.REFUSED and "tables missing: events" in err
     assert not host.db.exists()
+
+
+# -- putting a file back: --from-file and --undo
+
+
+def _copy_with(host: Host, path: Path, *bodies: str) -> Path:
+    """A separate database at ``path`` holding exactly ``bodies`` (a manual copy)."""
+    host.write(*bodies, path=path)
+    return path
+
+
+def _aside(host: Host) -> list[Path]:
+    return sorted(p for p in host.db.parent.iterdir() if p.name.startswith("pre-restore-"))
+
+
+def _untouched(host: Host) -> dict[str, bytes]:
+    """The data directory's files and set-aside directories, to compare before and after."""
+    return {str(p.relative_to(host.db.parent)): p.read_bytes()
+            for p in host.db.parent.rglob("*") if p.is_file()}
+
+
+def test_from_file_swaps_a_manual_copy_in_and_keeps_the_current_database(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current one", "current two")
+    old = host.db.read_bytes()
+    copy = tmp_path / "copy.db"
+    # A copy taken from a live database: its newest writes are still in its -wal.
+    with contextlib.closing(sqlite3.connect(copy)) as writer:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
+        writer.executemany("INSERT INTO events (body) VALUES (?)", [(f"c{n}",) for n in range(5)])
+        writer.commit()
+        assert Path(f"{copy}-wal").stat().st_size > 0
+        copied = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("copy")}
+        code, out, err = host.run(cb.restore_main, "--from-file", str(copy), capsys=capsys)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()
+                if p.name.startswith("copy")} == copied, "the operator's copy is left as it was"
+    assert code == ch.OK, err + out
+    assert f"restore: from the file {copy}" in out
+    assert "the copy is sound" in out and "events: 5 rows" in out, out
+    assert host.count() == 5, "the copy is live, with the writes that were in its -wal"
+    assert not Path(f"{host.db}-wal").exists() or host.count() == 5
+    assert host.db.stat().st_mode & 0o777 == 0o640
+    (aside,) = _aside(host)
+    assert (aside / "events.db").read_bytes() == old, "the replaced database is kept"
+    assert host.systemctl_calls() == [
+        "stop choiros-litestream.service", "stop choiros-backend.service",
+        "start choiros-backend.service", "start choiros-litestream.service"]
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
+
+
+def test_from_file_refuses_a_bad_copy_and_changes_nothing(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20)
+    other = _copy_with(host, tmp_path / "other.db", "x")
+    with contextlib.closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("ALTER TABLE events RENAME TO not_events")
+    before = _untouched(host)
+    cases = [
+        (garbage, ch.REFUSED, f"Error: {garbage} is unusable: "),
+        (other, ch.REFUSED, f"Error: {other} is unusable: tables missing: events"),
+        (tmp_path / "missing.db", ch.USAGE, f"Error: {tmp_path / 'missing.db'}: no such file"),
+        (host.db, ch.USAGE, f"Error: {host.db} is the live database"),
+    ]
+    for path, expected, message in cases:
+        code, _, err = host.run(cb.restore_main, "--from-file", str(path), capsys=capsys)
+        assert code == expected, err
+        assert err.startswith(message), err
+        assert "\nTry: " in err, err
+    _, _, err = host.run(cb.restore_main, "--from-file", str(garbage), capsys=capsys)
+    assert "Try: check the copy (sqlite3 -readonly" in err and "nothing was changed" in err
+    assert _untouched(host) == before
+    assert host.systemctl_calls() == [], "nothing was stopped"
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
+
+
+def test_from_file_verify_only_checks_the_copy_and_changes_nothing(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current")
+    copy = _copy_with(host, tmp_path / "copy.db", "a", "b")
+    before = _untouched(host)
+    code, out, err = host.run(cb.restore_main, "--from-file", str(copy), "--verify-only",
+                              "--scratch", str(tmp_path), capsys=capsys)
+    assert code == ch.OK, err
+    assert "the copy is sound" in out and "events: 2 rows" in out
+    assert "--verify-only: nothing was changed" in out
+    assert _untouched(host) == before and host.systemctl_calls() == []
+
+
+def test_undo_puts_back_what_a_restore_set_aside(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("before one", "before two")
+    copy = _copy_with(host, tmp_path / "copy.db", *[f"copy {n}" for n in range(7)])
+    code, out, err = host.run(cb.restore_main, "--from-file", str(copy), capsys=capsys)
+    assert code == ch.OK and host.count() == 7, err + out
+    (first,) = _aside(host)
+    kept = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
+    code, out, err = host.run(cb.restore_main, "--undo", first.name, capsys=capsys)
+    assert code == ch.OK, err + out
+    assert f"restore: undo: the database set aside in {first}/" in out
+    assert host.count() == 2, "the state before the first restore is back"
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == kept, \
+        "the set-aside directory stays as it was: the undo can be repeated"
+    second = [p for p in _aside(host) if p != first]
+    assert len(second) == 1 and host.count(second[0] / "events.db") == 7, \
+        "what the undo replaced is set aside too: the undo can itself be undone"
+    code, _, err = host.run(cb.restore_main, "--undo", str(second[0]), capsys=capsys)
+    assert code == ch.OK and host.count() == 7, err
+
+
+def test_undo_with_a_wrong_name_lists_the_set_aside_ones_and_changes_nothing(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current")
+    code, _, err = host.run(cb.restore_main, "--undo", "pre-restore-20260101T000000Z",
+                            capsys=capsys)
+    assert code == ch.USAGE and "no restore has set a database aside" in err, err
+    code, _, err = host.run(cb.restore_main, "--from-file",
+                            str(_copy_with(host, tmp_path / "c.db", "c")), capsys=capsys)
+    assert code == ch.OK, err
+    (aside,) = _aside(host)
+    (host.db.parent / "pre-restore-20250101T000000Z").mkdir()  # empty: not offered
+    calls, before = host.systemctl_calls(), _untouched(host)
+    for wrong in ("pre-restore-20260101T000000Z", "pre-restore-20250101T000000Z",
+                  f"../{aside.name}", str(tmp_path / aside.name), "events.db"):
+        code, _, err = host.run(cb.restore_main, "--undo", wrong, capsys=capsys)
+        assert code == ch.USAGE, err
+        assert err.startswith(f"Error: --undo {wrong}: not a set-aside database; "
+                              f"{host.db.parent}/ holds {aside.name}\n"), err
+        assert f"Try: choiros-restore --undo {aside.name} (the newest)" in err, err
+    assert _untouched(host) == before and host.systemctl_calls() == calls
+
+
+def test_set_aside_directories_sort_oldest_first(host: Host) -> None:
+    for name in ("pre-restore-20260102T000000Z", "pre-restore-20260101T000000Z-10",
+                 "pre-restore-20260101T000000Z-2", "pre-restore-20260101T000000Z",
+                 "pre-restore-x", "restored"):
+        (host.db.parent / name).mkdir()
+        (host.db.parent / name / "events.db").write_bytes(b"")
+    assert cb.set_aside(host.cfg) == [
+        "pre-restore-20260101T000000Z", "pre-restore-20260101T000000Z-2",
+        "pre-restore-20260101T000000Z-10", "pre-restore-20260102T000000Z"]
+
+
+# -- choiros-backup --now
+
+
+@contextlib.contextmanager
+def _replicating(host: Host, sync_interval: str) -> Iterator[None]:
+    """`litestream replicate` running as choiros-litestream.service does, with its control
+    socket, at ``sync_interval`` (long: only an asked-for sync uploads anything)."""
+    config = Path(host.cfg.litestream_config)
+    text = config.read_text()
+    config.write_text(text.replace("sync-interval: 1s", f"sync-interval: {sync_interval}"))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    daemon = subprocess.Popen([str(LITESTREAM.local_file()), "replicate", "-config",
+                               str(config)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(host.cfg.litestream_socket).exists():
+            assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
+            assert time.monotonic() < deadline, "litestream opened no control socket"
+            time.sleep(0.1)
+        yield
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        config.write_text(text)
+
+
+def _replica_count(host: Host, tmp_path: Path) -> int:
+    out = tmp_path / "from-replica.db"
+    out.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    done = subprocess.run([str(LITESTREAM.local_file()), "restore", "-config",
+                           str(host.cfg.litestream_config), "-o", str(out), str(host.db)],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return host.count(out)
+
+
+def test_backup_now_puts_the_newest_write_in_the_replica(
+        host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one")
+    with _replicating(host, "1h"):
+        code, out, err = host.run(cb.backup_main, "--now", capsys=capsys)
+        assert code == ch.OK, err
+        host.write("two", "three")  # an hour before the next scheduled sync
+        code, out, err = host.run(cb.backup_main, "--now", capsys=capsys)
+    assert code == ch.OK, err
+    lines = out.splitlines()
+    assert lines[0] == (f"backup: syncing {host.db} to s3://{BUCKET}/{host.cfg.backup_prefix} "
+                        "(waiting up to 120s)"), out
+    assert lines[1].startswith(f"backup: s3://{BUCKET}/{host.cfg.backup_prefix} holds every "
+                               "change up to TXID "), out
+    assert _replica_count(host, tmp_path) == 3, "the replica holds the newest write"
+
+
+def test_backup_now_refuses_without_running_replication_or_a_database(
+        host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = host.run(cb.backup_main, "--now", capsys=capsys)
+    assert code == ch.REFUSED
+    assert err.startswith(f"Error: there is no database at {host.db}: nothing to back up"), err
+    host.write("one")
+    monkeypatch.setenv("FAKE_ACTIVE", "3")
+    code, _, err = host.run(cb.backup_main, "--now", capsys=capsys)
+    assert code == ch.REFUSED
+    assert err.startswith("Error: choiros-litestream.service is not running"), err
+    assert "Try: sudo systemctl start choiros-litestream.service" in err
+    monkeypatch.setenv("FAKE_ACTIVE", "0")  # said to run, but nothing listens on the socket
+    code, out, err = host.run(cb.backup_main, "--now", "--timeout", "5", capsys=capsys)
+    assert code == ch.REFUSED, err
+    assert out.startswith("backup: syncing") and err.startswith("Error: litestream sync failed:")
+    assert "journalctl -u choiros-litestream.service" in err
+    code, _, err = host.run(cb.backup_main, "--now", "--timeout", "0", capsys=capsys)
+    assert code == ch.USAGE and "--timeout 0 is not a positive number" in err, err
+    with pytest.raises(SystemExit) as exited:
+        cb.backup_main(["--config", str(host.root / "host.json")])
+    assert exited.value.code == ch.USAGE, "--now is required"
+    assert not list(host.db.parent.glob(".*litestream*")), "nothing replicated"
+
+
+@pytest.mark.parametrize(("script", "options"), [
+    ("choiros-backup", ("--now", "--timeout SECONDS")),
+    ("choiros-restore", ("--latest", "--at TIMESTAMP", "--from-file PATH",
+                         "--undo pre-restore-<time>", "--verify-only", "--scratch DIR"))])
+def test_the_scripts_help_names_every_option_and_the_exit_codes(
+        script: str, options: tuple[str, ...]) -> None:
+    done = subprocess.run([sys.executable, str(TOOLS / script), "--help"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {script} ")
+    for option in options:
+        assert option in done.stdout, option
+    assert done.stdout.rstrip().endswith(ch.EXIT_CODES)
 
 
 # -- freshness
