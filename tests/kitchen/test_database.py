@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guest_data import metric_points, wait_for_replica
+from guest_data import metric_points, replica_state, wait_for_replica
 
 from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import stack_up
@@ -151,6 +151,53 @@ def test_an_on_demand_restore_to_a_moment_swaps_it_in_and_replication_goes_on(
     # Litestream resumes from the restored (older) database: the replica follows it.
     api(host, "POST", "/api/events", {"test": "after the restore"})
     wait_for_replica(stack[1], before + 1, timeout=30)
+
+
+def test_backup_now_puts_the_latest_write_in_the_replica_and_a_restore_brings_it(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    host = hosts.current
+    assert host is not None
+    count = api(host, "GET", "/api/events/count")["count"]
+    api(host, "POST", "/api/events", {"test": "just before the backup"})
+    done = guest(host, "choiros-backup", "--now")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "holds every change up to TXID" in done.stdout, done.stdout
+    print(done.stdout.strip().splitlines()[-1])
+    # No waiting: once --now has returned, the replica holds the write.
+    assert replica_state(stack[1]) == ("ok", count + 1)
+    done = guest(host, "choiros-restore", "--latest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api(host, "GET", "/api/events/count")["count"] == count + 1
+
+
+def test_a_manual_copy_goes_back_with_from_file_and_undo_brings_back_what_it_replaced(
+        hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
+    host = hosts.current
+    assert host is not None
+    copied = api(host, "GET", "/api/events/count")["count"]
+    copy = "/tmp/events-manual.db"
+    made = guest(host, "sudo", "-u", "choiros", "sqlite3", "/opt/choiros/data/events.db",
+                 f".backup {copy}")
+    assert made.returncode == 0, made.stderr
+    for n in range(3):
+        api(host, "POST", "/api/events", {"n": n, "test": "after the manual copy"})
+    done = guest(host, "choiros-restore", "--from-file", copy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api(host, "GET", "/api/events/count")["count"] == copied
+    aside = re.search(r"the previous database is in /opt/choiros/data/(pre-restore-\S+)/ ",
+                      done.stdout)
+    assert aside, done.stdout
+    done = guest(host, "choiros-restore", "--undo", aside.group(1))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api(host, "GET", "/api/events/count")["count"] == copied + 3, \
+        "the state before the restore is back"
+    wrong = guest(host, "choiros-restore", "--undo", "pre-restore-20000101T000000Z")
+    assert wrong.returncode == 2 and aside.group(1) in wrong.stderr, wrong.stderr
+    # Replication goes on from the database put back.
+    api(host, "POST", "/api/events", {"test": "after the undo"})
+    done = guest(host, "choiros-backup", "--now")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert replica_state(stack[1]) == ("ok", copied + 4)
 
 
 def test_a_new_host_from_the_same_stack_comes_up_with_the_data(
