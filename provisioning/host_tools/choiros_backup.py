@@ -23,7 +23,7 @@ choiros-restore [--latest | --at TIMESTAMP] [--verify-only [--scratch DIR]]
   move the restored copy in (owner app_user, 0640), start the backend and health-check it, start
   replication again. If the backend is unhealthy on the restored copy, the earlier files are
   put back (the restored copy stays in pre-restore-<time>/restored/) and the exit code is 1.
-choiros-restore --from-file PATH | --undo pre-restore-<time> [--verify-only [--scratch DIR]]
+choiros-restore --from-file PATH|s3://URL | --undo pre-restore-<time> [--verify-only]
   puts a copy of the database in place the same way: a manual copy (e.g. `sqlite3 .backup`),
   or the database an earlier restore set aside. The copy (with its -wal, if one is beside it)
   is copied into the data directory and checked there first, so the operator's file and the
@@ -33,6 +33,10 @@ choiros-backup --now [--timeout SECONDS]
   asks the running replication, through Litestream's control socket (host.json
   `litestream_socket`), to sync at once (`litestream sync -wait`), then checks in the bucket
   that the newest level-0 file holds the database's newest transaction.
+choiros-backup --copy
+  uploads a checked copy (SQLite's online backup, made as app_user) to
+  s3://<backups_bucket>/<backup_prefix>manual/<db name>-<UTC time>.db, which
+  `choiros-restore --from-file s3://...` puts back.
 choiros-restore-at-boot
   (choiros-restore-at-boot.service, before the backend) restores the latest replica when the
   database is absent and a replica exists; with no replica (the stack's first host) it does
@@ -528,49 +532,86 @@ def _fold_wal(path: Path, what: str, hint: str) -> None:
         Path(f"{path}{sidecar}").unlink(missing_ok=True)
 
 
+def _s3_location(url: str) -> tuple[str, str]:
+    """(bucket, key) of s3://bucket/key."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise ToolError(f"--from-file {url}: not an object URL", "give s3://<bucket>/<key>, "
+                        "e.g. what choiros-backup --copy printed", USAGE)
+    return bucket, key
+
+
+def _download(cfg: Config, url: str, out: Path) -> None:
+    bucket, key = _s3_location(url)
+    try:
+        aws_client(cfg, "s3").download_file(bucket, key, str(out))
+    except aws_errors() as e:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404"):
+            raise ToolError(f"{url} does not exist", f"list the copies from a workstation: aws "
+                            f"s3 ls s3://{bucket}/{key.rpartition('/')[0]}/; nothing was "
+                            "changed") from e
+        raise ToolError(f"cannot download {url}: {e}", "check the instance role (it may read "
+                        "only under the host's backup prefix) and the network; nothing was "
+                        "changed") from e
+
+
 @contextlib.contextmanager
-def copied_file(cfg: Config, src: Path, hint: str, place: Path | None = None
+def copied_file(cfg: Config, src: str, hint: str, place: Path | None = None
                 ) -> Iterator[Checked]:
-    """A checked one-file copy of the database ``src`` (with the -wal beside it, if any) in a
-    temporary directory of the data directory (or ``place``). ``src`` itself is never opened
-    by SQLite, so it stays as it is; the directory is removed afterwards unless its database
-    was moved out."""
-    if not src.is_file():
+    """A checked one-file copy of the database ``src`` (a path, with the -wal beside it if
+    any, or an s3:// URL) in a temporary directory of the data directory (or ``place``).
+    ``src`` itself is never opened by SQLite, so it stays as it is; the directory is removed
+    afterwards unless its database was moved out."""
+    remote = src.startswith("s3://")
+    if remote:
+        _s3_location(src)
+    elif not Path(src).is_file():
         raise ToolError(f"{src}: no such file", "give the path of a copy of the database on "
-                        "this host; nothing was changed", USAGE)
-    if src.resolve() == cfg.database.resolve():
+                        "this host, or its s3:// URL; nothing was changed", USAGE)
+    elif Path(src).resolve() == cfg.database.resolve():
         raise ToolError(f"{src} is the live database", "give a copy of it", USAGE)
     tmp = Path(tempfile.mkdtemp(prefix=".restore-", dir=place or cfg.database.parent))
     try:
         out = tmp / cfg.database.name
-        shutil.copyfile(src, out)
-        if Path(f"{src}-wal").is_file():  # recent writes of a copy taken from a live host
+        if remote:
+            print(f"restore: downloading {src}", flush=True)
+            _download(cfg, src, out)
+        else:
+            shutil.copyfile(src, out)
+        if not remote and Path(f"{src}-wal").is_file():  # a copy taken from a live database
             shutil.copyfile(f"{src}-wal", f"{out}-wal")
-            _fold_wal(out, str(src), hint)
-        yield check_database(out, cfg.expected_tables, str(src), hint)
+            _fold_wal(out, src, hint)
+        yield check_database(out, cfg.expected_tables, src, hint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def restore_file(cfg: Config, src: Path | None, undo: str | None, verify_only: bool,
+def restore_file(cfg: Config, src: str | None, undo: str | None, verify_only: bool,
                  scratch: Path | None = None) -> int:
-    """Put a copy of the database in place the way a restore does: ``src`` (a manual copy)
-    or the one the restore that made data/``undo``/ set aside. Checked first: a bad copy
-    changes nothing. With ``verify_only`` only the check (no lock, scratch space)."""
+    """Put a copy of the database in place the way a restore does: ``src`` (a manual copy:
+    a path or an s3:// URL) or the one the restore that made data/``undo``/ set aside.
+    Checked first: a bad copy changes nothing. With ``verify_only`` only the check (no lock,
+    scratch space)."""
     with contextlib.nullcontext() if verify_only else locked(cfg.app_root):
         now = datetime.now(UTC)
         if undo is not None:
-            src = undo_source(cfg, undo)
-            print(f"restore: undo: the database set aside in {src.parent}/")
+            aside = undo_source(cfg, undo)
+            src = str(aside)
+            print(f"restore: undo: the database set aside in {aside.parent}/")
             hint = (f"that copy is damaged; choose another set-aside one "
                     f"({', '.join(set_aside(cfg))}); nothing was changed")
         else:
             assert src is not None
             print(f"restore: from the file {src}")
-            hint = (f"check the copy (sqlite3 -readonly {src} 'PRAGMA integrity_check') or use "
-                    "another; nothing was changed")
-        size = sum(p.stat().st_size for p in (src, Path(f"{src}-wal")) if p.is_file())
-        place = scratch_for(cfg, size, scratch) if verify_only else None
+            hint = ("the copy is damaged: use another" + (
+                "" if src.startswith("s3://") else
+                f" (check it with sqlite3 -readonly {src} 'PRAGMA integrity_check')")
+                + "; nothing was changed")
+        place = None
+        if verify_only:
+            size = sum(p.stat().st_size for p in (Path(src), Path(f"{src}-wal")) if p.is_file())
+            place = scratch_for(cfg, size, scratch)
         with copied_file(cfg, src, hint, place) as checked:
             print(f"restore: the copy is sound: {checked.describe()}")
             if verify_only:
@@ -624,6 +665,61 @@ def backup_now(cfg: Config, timeout: float = SYNC_TIMEOUT) -> int:
     print(f"backup: {replica_url(cfg)} holds every change up to TXID {txid} "
           f"(newest upload {newest[1]:%Y-%m-%dT%H:%M:%SZ}); took "
           f"{time.monotonic() - started:.1f}s")
+    return OK
+
+
+MANUAL_DIR = "manual/"  # under backup_prefix, beside the replica's 0000/.. directories
+
+
+def backup_copy(cfg: Config, now: datetime | None = None) -> int:
+    """A consistent copy of the live database (SQLite's online backup, as the app user, while
+    the backend runs), checked, uploaded to <backup_prefix>manual/<name>-<UTC time>.db; the
+    local copy is removed. Such copies never expire: they are for keeping a state beyond the
+    replica's retention, or handing it over."""
+    db, data = cfg.database, cfg.database.parent
+    if not db.is_file():
+        raise ToolError(f"there is no database at {db}: nothing to copy",
+                        "a host has one once a release is deployed (choiros-deploy --status)")
+    if not cfg.backups_bucket or not cfg.backup_prefix:
+        raise ToolError("backups_bucket and backup_prefix are not set", "fix host.json", USAGE)
+    needed = copy_size(cfg, []) + SCRATCH_MARGIN
+    if shutil.disk_usage(data).free < needed:
+        raise ToolError(f"no room for a copy: it needs {needed >> 20} MiB free in {data}",
+                        "free space on the data disk; nothing was changed")
+    name = f"{db.stem}-{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}.db"
+    key = f"{cfg.backup_prefix}{MANUAL_DIR}{name}"
+    user = pwd.getpwnam(cfg.app_user)
+    tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=data))
+    try:
+        os.chown(tmp, user.pw_uid, user.pw_gid)
+        out = tmp / name
+        print(f"backup: copying {db} ({copy_size(cfg, []) >> 20} MiB)", flush=True)
+        # As the app user: a file SQLite creates beside the live database must be its own.
+        drop = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} \
+            if os.geteuid() == 0 else {}
+        cmd = [os.environ.get("CHOIROS_SQLITE3", "sqlite3"), str(db), f".backup '{out}'"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                               timeout=LITESTREAM_TIMEOUT, **drop)  # type: ignore[call-overload]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ToolError(f"{cmd[0]} failed: {e}", "apt-get install sqlite3; nothing was "
+                            "changed") from e
+        if r.returncode or not out.is_file():
+            raise ToolError(f"the copy failed: {_last_line(r.stderr or r.stdout)}",
+                            f"check {db} (sudo -u {cfg.app_user} sqlite3 {db} 'PRAGMA "
+                            "integrity_check'); nothing was changed")
+        checked = check_database(out, cfg.expected_tables, "the copy", "check the live "
+                                 f"database: sudo -u {cfg.app_user} sqlite3 {db} 'PRAGMA "
+                                 "integrity_check'")
+        print(f"backup: the copy is sound: {checked.describe()}; uploading", flush=True)
+        try:
+            aws_client(cfg, "s3").upload_file(str(out), cfg.backups_bucket, key)
+        except aws_errors() as e:
+            raise ToolError(f"cannot upload s3://{cfg.backups_bucket}/{key}: {e}",
+                            "check the instance role and the network") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"backup: uploaded s3://{cfg.backups_bucket}/{key}")
     return OK
 
 
@@ -728,8 +824,9 @@ def restore_main(argv: list[str] | None = None) -> int:
                        "where the copy goes (default /dev/shm, else /var/tmp, off the data "
                        "filesystem)")
 
-        which.add_argument("--from-file", metavar="PATH", type=Path, help="put this copy of "
-                           "the database back instead (e.g. one `sqlite3 .backup` made)")
+        which.add_argument("--from-file", metavar="PATH", help="put this copy of the "
+                           "database back instead: a file (e.g. one `sqlite3 .backup` made) or "
+                           "the s3:// URL `choiros-backup --copy` printed")
         which.add_argument("--undo", metavar="pre-restore-<time>", help="put back the database "
                            "an earlier restore set aside in data/pre-restore-<time>/")
 
@@ -750,20 +847,26 @@ def restore_main(argv: list[str] | None = None) -> int:
 
 def backup_main(argv: list[str] | None = None) -> int:
     def setup(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--now", action="store_true", required=True, help="have Litestream "
-                       "sync at once and wait until the replica holds the newest change")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("--now", action="store_true", help="have Litestream sync at once and "
+                          "wait until the replica holds the newest change")
+        what.add_argument("--copy", action="store_true", help="upload a checked copy of the "
+                          f"database to <backup_prefix>{MANUAL_DIR} (kept until deleted)")
         p.add_argument("--timeout", metavar="SECONDS", type=float, default=SYNC_TIMEOUT,
-                       help=f"how long to wait for the sync (default {SYNC_TIMEOUT:g})")
+                       help=f"with --now: how long to wait for the sync (default "
+                       f"{SYNC_TIMEOUT:g})")
 
     def action(cfg: Config, a: argparse.Namespace) -> int:
         if a.timeout <= 0:
             raise ToolError(f"--timeout {a.timeout:g} is not a positive number of seconds",
                             "e.g. --timeout 120", USAGE)
-        return backup_now(cfg, a.timeout)
+        return backup_now(cfg, a.timeout) if a.now else backup_copy(cfg)
 
-    return run_tool(argv, "choiros-backup", "Back up the event store now: have the running "
-                    "replication (Litestream) upload every\nchange at once, and check the "
-                    "replica in S3 holds the newest one.", action, setup)
+    os.umask(0o027)
+    return run_tool(argv, "choiros-backup", "Back up the event store now: --now has the "
+                    "running replication (Litestream) upload\nevery change at once and checks "
+                    "the replica in S3 holds the newest one; --copy\nuploads a checked copy to "
+                    "keep beyond the replica's retention.", action, setup)
 
 
 def restore_at_boot_main(argv: list[str] | None = None) -> int:

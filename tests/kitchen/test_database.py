@@ -200,6 +200,20 @@ def test_a_manual_copy_goes_back_with_from_file_and_undo_brings_back_what_it_rep
     assert replica_state(stack[1]) == ("ok", copied + 4)
 
 
+def test_a_copy_kept_in_the_bucket_goes_back_from_its_url(hosts: Hosts) -> None:
+    host = hosts.current
+    assert host is not None
+    kept = api(host, "GET", "/api/events/count")["count"]
+    done = guest(host, "choiros-backup", "--copy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    url = done.stdout.strip().splitlines()[-1].removeprefix("backup: uploaded ")
+    assert url.startswith("s3://") and "/manual/events-" in url, done.stdout
+    api(host, "POST", "/api/events", {"test": "after the kept copy"})
+    done = guest(host, "choiros-restore", "--from-file", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api(host, "GET", "/api/events/count")["count"] == kept
+
+
 def test_a_new_host_from_the_same_stack_comes_up_with_the_data(
         hosts: Hosts, stack: tuple[Path, StackConfig]) -> None:
     old = hosts.current

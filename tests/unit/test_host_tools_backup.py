@@ -479,7 +479,7 @@ def test_from_file_swaps_a_manual_copy_in_and_keeps_the_current_database(
         code, out, err = host.run(cb.restore_main, "--from-file", str(copy), capsys=capsys)
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()
                 if p.name.startswith("copy")} == copied, "the operator's copy is left as it was"
-    assert code == ch.OK, err + out
+    assert code == tool.OK, err + out
     assert f"restore: from the file {copy}" in out
     assert "the copy is sound" in out and "events: 5 rows" in out, out
     assert host.count() == 5, "the copy is live, with the writes that were in its -wal"
@@ -503,10 +503,10 @@ def test_from_file_refuses_a_bad_copy_and_changes_nothing(
         conn.execute("ALTER TABLE events RENAME TO not_events")
     before = _untouched(host)
     cases = [
-        (garbage, ch.REFUSED, f"Error: {garbage} is unusable: "),
-        (other, ch.REFUSED, f"Error: {other} is unusable: tables missing: events"),
-        (tmp_path / "missing.db", ch.USAGE, f"Error: {tmp_path / 'missing.db'}: no such file"),
-        (host.db, ch.USAGE, f"Error: {host.db} is the live database"),
+        (garbage, tool.REFUSED, f"Error: {garbage} is unusable: "),
+        (other, tool.REFUSED, f"Error: {other} is unusable: tables missing: events"),
+        (tmp_path / "missing.db", tool.USAGE, f"Error: {tmp_path / 'missing.db'}: no such file"),
+        (host.db, tool.USAGE, f"Error: {host.db} is the live database"),
     ]
     for path, expected, message in cases:
         code, _, err = host.run(cb.restore_main, "--from-file", str(path), capsys=capsys)
@@ -514,7 +514,8 @@ def test_from_file_refuses_a_bad_copy_and_changes_nothing(
         assert err.startswith(message), err
         assert "\nTry: " in err, err
     _, _, err = host.run(cb.restore_main, "--from-file", str(garbage), capsys=capsys)
-    assert "Try: check the copy (sqlite3 -readonly" in err and "nothing was changed" in err
+    assert f"Try: the copy is damaged: use another (check it with sqlite3 -readonly {garbage}" \
+        in err and "nothing was changed" in err
     assert _untouched(host) == before
     assert host.systemctl_calls() == [], "nothing was stopped"
     assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
@@ -527,7 +528,7 @@ def test_from_file_verify_only_checks_the_copy_and_changes_nothing(
     before = _untouched(host)
     code, out, err = host.run(cb.restore_main, "--from-file", str(copy), "--verify-only",
                               "--scratch", str(tmp_path), capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     assert "the copy is sound" in out and "events: 2 rows" in out
     assert "--verify-only: nothing was changed" in out
     assert _untouched(host) == before and host.systemctl_calls() == []
@@ -538,11 +539,11 @@ def test_undo_puts_back_what_a_restore_set_aside(
     host.write("before one", "before two")
     copy = _copy_with(host, tmp_path / "copy.db", *[f"copy {n}" for n in range(7)])
     code, out, err = host.run(cb.restore_main, "--from-file", str(copy), capsys=capsys)
-    assert code == ch.OK and host.count() == 7, err + out
+    assert code == tool.OK and host.count() == 7, err + out
     (first,) = _aside(host)
     kept = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
     code, out, err = host.run(cb.restore_main, "--undo", first.name, capsys=capsys)
-    assert code == ch.OK, err + out
+    assert code == tool.OK, err + out
     assert f"restore: undo: the database set aside in {first}/" in out
     assert host.count() == 2, "the state before the first restore is back"
     assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == kept, \
@@ -551,7 +552,7 @@ def test_undo_puts_back_what_a_restore_set_aside(
     assert len(second) == 1 and host.count(second[0] / "events.db") == 7, \
         "what the undo replaced is set aside too: the undo can itself be undone"
     code, _, err = host.run(cb.restore_main, "--undo", str(second[0]), capsys=capsys)
-    assert code == ch.OK and host.count() == 7, err
+    assert code == tool.OK and host.count() == 7, err
 
 
 def test_undo_with_a_wrong_name_lists_the_set_aside_ones_and_changes_nothing(
@@ -559,17 +560,17 @@ def test_undo_with_a_wrong_name_lists_the_set_aside_ones_and_changes_nothing(
     host.write("current")
     code, _, err = host.run(cb.restore_main, "--undo", "pre-restore-20260101T000000Z",
                             capsys=capsys)
-    assert code == ch.USAGE and "no restore has set a database aside" in err, err
+    assert code == tool.USAGE and "no restore has set a database aside" in err, err
     code, _, err = host.run(cb.restore_main, "--from-file",
                             str(_copy_with(host, tmp_path / "c.db", "c")), capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     (aside,) = _aside(host)
     (host.db.parent / "pre-restore-20250101T000000Z").mkdir()  # empty: not offered
     calls, before = host.systemctl_calls(), _untouched(host)
     for wrong in ("pre-restore-20260101T000000Z", "pre-restore-20250101T000000Z",
                   f"../{aside.name}", str(tmp_path / aside.name), "events.db"):
         code, _, err = host.run(cb.restore_main, "--undo", wrong, capsys=capsys)
-        assert code == ch.USAGE, err
+        assert code == tool.USAGE, err
         assert err.startswith(f"Error: --undo {wrong}: not a set-aside database; "
                               f"{host.db.parent}/ holds {aside.name}\n"), err
         assert f"Try: choiros-restore --undo {aside.name} (the newest)" in err, err
@@ -630,10 +631,10 @@ def test_backup_now_puts_the_newest_write_in_the_replica(
     host.write("one")
     with _replicating(host, "1h"):
         code, out, err = host.run(cb.backup_main, "--now", capsys=capsys)
-        assert code == ch.OK, err
+        assert code == tool.OK, err
         host.write("two", "three")  # an hour before the next scheduled sync
         code, out, err = host.run(cb.backup_main, "--now", capsys=capsys)
-    assert code == ch.OK, err
+    assert code == tool.OK, err
     lines = out.splitlines()
     assert lines[0] == (f"backup: syncing {host.db} to s3://{BUCKET}/{host.cfg.backup_prefix} "
                         "(waiting up to 120s)"), out
@@ -645,29 +646,82 @@ def test_backup_now_puts_the_newest_write_in_the_replica(
 def test_backup_now_refuses_without_running_replication_or_a_database(
         host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = host.run(cb.backup_main, "--now", capsys=capsys)
-    assert code == ch.REFUSED
+    assert code == tool.REFUSED
     assert err.startswith(f"Error: there is no database at {host.db}: nothing to back up"), err
     host.write("one")
     monkeypatch.setenv("FAKE_ACTIVE", "3")
     code, _, err = host.run(cb.backup_main, "--now", capsys=capsys)
-    assert code == ch.REFUSED
+    assert code == tool.REFUSED
     assert err.startswith("Error: choiros-litestream.service is not running"), err
     assert "Try: sudo systemctl start choiros-litestream.service" in err
     monkeypatch.setenv("FAKE_ACTIVE", "0")  # said to run, but nothing listens on the socket
     code, out, err = host.run(cb.backup_main, "--now", "--timeout", "5", capsys=capsys)
-    assert code == ch.REFUSED, err
+    assert code == tool.REFUSED, err
     assert out.startswith("backup: syncing") and err.startswith("Error: litestream sync failed:")
     assert "journalctl -u choiros-litestream.service" in err
     code, _, err = host.run(cb.backup_main, "--now", "--timeout", "0", capsys=capsys)
-    assert code == ch.USAGE and "--timeout 0 is not a positive number" in err, err
+    assert code == tool.USAGE and "--timeout 0 is not a positive number" in err, err
     with pytest.raises(SystemExit) as exited:
         cb.backup_main(["--config", str(host.root / "host.json")])
-    assert exited.value.code == ch.USAGE, "--now is required"
+    assert exited.value.code == tool.USAGE, "--now is required"
     assert not list(host.db.parent.glob(".*litestream*")), "nothing replicated"
 
 
+def test_copy_uploads_a_checked_copy_that_from_file_puts_back(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("one", "two", "three")
+    code, out, err = host.run(cb.backup_main, "--copy", capsys=capsys)
+    assert code == tool.OK, err
+    assert "backup: the copy is sound: " in out and "events: 3 rows" in out, out
+    url = out.splitlines()[-1].removeprefix("backup: uploaded ")
+    assert url.startswith(f"s3://{BUCKET}/{host.cfg.backup_prefix}manual/events-"), out
+    key = url.removeprefix(f"s3://{BUCKET}/")
+    assert host.s3().head_object(Bucket=BUCKET, Key=key)["ContentLength"] > 0
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".copy-")]
+    assert host.systemctl_calls() == [], "the backend keeps running"
+    host.write("four")
+    code, out, err = host.run(cb.restore_main, "--from-file", url, capsys=capsys)
+    assert code == tool.OK, err + out
+    assert f"restore: downloading {url}" in out
+    assert host.count() == 3, "the uploaded state is back"
+
+
+def test_from_file_refuses_a_missing_or_malformed_s3_copy_and_changes_nothing(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.write("current")
+    before = _untouched(host)
+    missing = f"s3://{BUCKET}/{host.cfg.backup_prefix}manual/events-20000101T000000Z.db"
+    code, _, err = host.run(cb.restore_main, "--from-file", missing, capsys=capsys)
+    assert code == tool.REFUSED and err.startswith(f"Error: {missing} does not exist"), err
+    assert f"aws s3 ls s3://{BUCKET}/{host.cfg.backup_prefix}manual/" in err
+    for malformed in (f"s3://{BUCKET}", f"s3://{BUCKET}/", "s3:///key"):
+        code, _, err = host.run(cb.restore_main, "--from-file", malformed, capsys=capsys)
+        assert code == tool.USAGE and "not an object URL" in err, err
+    host.s3().put_object(Bucket=BUCKET, Key=f"{host.cfg.backup_prefix}manual/bad.db",
+                         Body=b"not a database" * 100)
+    code, _, err = host.run(cb.restore_main, "--from-file",
+                            f"s3://{BUCKET}/{host.cfg.backup_prefix}manual/bad.db",
+                            capsys=capsys)
+    assert code == tool.REFUSED and "is unusable" in err, err
+    assert _untouched(host) == before and host.systemctl_calls() == []
+    assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".restore-")]
+
+
+def test_copy_refuses_without_a_database_or_room(
+        host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = host.run(cb.backup_main, "--copy", capsys=capsys)
+    assert code == tool.REFUSED and "there is no database" in err, err
+    host.write("one")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cb.shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 20))
+    code, _, err = host.run(cb.backup_main, "--copy", capsys=capsys)
+    assert code == tool.REFUSED and "no room for a copy: it needs 64 MiB free" in err, err
+    assert not host.s3().list_objects_v2(Bucket=BUCKET, Prefix=host.cfg.backup_prefix).get(
+        "Contents"), "nothing was uploaded"
+
+
 @pytest.mark.parametrize(("script", "options"), [
-    ("choiros-backup", ("--now", "--timeout SECONDS")),
+    ("choiros-backup", ("--now", "--copy", "--timeout SECONDS")),
     ("choiros-restore", ("--latest", "--at TIMESTAMP", "--from-file PATH",
                          "--undo pre-restore-<time>", "--verify-only", "--scratch DIR"))])
 def test_the_scripts_help_names_every_option_and_the_exit_codes(
@@ -678,7 +732,7 @@ def test_the_scripts_help_names_every_option_and_the_exit_codes(
     assert done.stdout.startswith(f"usage: {script} ")
     for option in options:
         assert option in done.stdout, option
-    assert done.stdout.rstrip().endswith(ch.EXIT_CODES)
+    assert done.stdout.rstrip().endswith(tool.EXIT_CODES)
 
 
 # -- freshness
