@@ -541,10 +541,15 @@ def _s3_location(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _download(cfg: Config, url: str, out: Path) -> None:
+def _download(cfg: Config, url: str, out: Path | None) -> int:
+    """Download the object at ``url`` to ``out`` (None: only ask its size); its size."""
     bucket, key = _s3_location(url)
     try:
-        aws_client(cfg, "s3").download_file(bucket, key, str(out))
+        s3 = aws_client(cfg, "s3")
+        if out is not None:
+            s3.download_file(bucket, key, str(out))
+            return out.stat().st_size
+        return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
     except aws_errors() as e:
         code = getattr(e, "response", {}).get("Error", {}).get("Code")
         if code in ("NoSuchKey", "404"):
@@ -610,7 +615,8 @@ def restore_file(cfg: Config, src: str | None, undo: str | None, verify_only: bo
                 + "; nothing was changed")
         place = None
         if verify_only:
-            size = sum(p.stat().st_size for p in (Path(src), Path(f"{src}-wal")) if p.is_file())
+            size = _download(cfg, src, None) if src.startswith("s3://") else sum(
+                p.stat().st_size for p in (Path(src), Path(f"{src}-wal")) if p.is_file())
             place = scratch_for(cfg, size, scratch)
         with copied_file(cfg, src, hint, place) as checked:
             print(f"restore: the copy is sound: {checked.describe()}")

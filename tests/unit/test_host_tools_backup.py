@@ -680,6 +680,11 @@ def test_copy_uploads_a_checked_copy_that_from_file_puts_back(
     assert not [p for p in host.db.parent.iterdir() if p.name.startswith(".copy-")]
     assert host.systemctl_calls() == [], "the backend keeps running"
     host.write("four")
+    before = _untouched(host)
+    code, out, err = host.run(cb.restore_main, "--verify-only", "--from-file", url,
+                              "--scratch", str(host.root), capsys=capsys)
+    assert code == tool.OK and "events: 3 rows" in out and "nothing was changed" in out, err
+    assert _untouched(host) == before
     code, out, err = host.run(cb.restore_main, "--from-file", url, capsys=capsys)
     assert code == tool.OK, err + out
     assert f"restore: downloading {url}" in out
@@ -691,8 +696,9 @@ def test_from_file_refuses_a_missing_or_malformed_s3_copy_and_changes_nothing(
     host.write("current")
     before = _untouched(host)
     missing = f"s3://{BUCKET}/{host.cfg.backup_prefix}manual/events-20000101T000000Z.db"
-    code, _, err = host.run(cb.restore_main, "--from-file", missing, capsys=capsys)
-    assert code == tool.REFUSED and err.startswith(f"Error: {missing} does not exist"), err
+    for verify in ((), ("--verify-only",)):
+        code, _, err = host.run(cb.restore_main, *verify, "--from-file", missing, capsys=capsys)
+        assert code == tool.REFUSED and err.startswith(f"Error: {missing} does not exist"), err
     assert f"aws s3 ls s3://{BUCKET}/{host.cfg.backup_prefix}manual/" in err
     for malformed in (f"s3://{BUCKET}", f"s3://{BUCKET}/", "s3:///key"):
         code, _, err = host.run(cb.restore_main, "--from-file", malformed, capsys=capsys)
