@@ -699,7 +699,7 @@ def backup_copy(cfg: Config, now: datetime | None = None) -> int:
     try:
         os.chown(tmp, user.pw_uid, user.pw_gid)
         out = tmp / name
-        print(f"backup: copying {db} ({copy_size(cfg, []) >> 20} MiB)", flush=True)
+        print(f"backup: copying {db} ({copy_size(cfg, []) / (1 << 20):.1f} MiB)", flush=True)
         # As the app user: a file SQLite creates beside the live database must be its own.
         drop = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} \
             if os.geteuid() == 0 else {}
