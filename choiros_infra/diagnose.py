@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from choiros_infra.host_access import HostAccess, ssh_options
+from choiros_infra.markdown_doc import github_anchor
 
 COMMAND_TIMEOUT = 30.0
 LOG_LINES = 50
@@ -154,7 +155,7 @@ def render_markdown(sections: Sequence[Section], *, host: str, generated: str) -
     it failed, a table of contents first."""
     lines = [f"# Diagnose: {host}", "", f"Collected {generated} by `choiros-infra diagnose` "
              "(read-only commands, as root through sudo).", ""]
-    lines += [f"- [{s.spec.title}](#{_anchor(s.spec.title)})" for s in sections]
+    lines += [f"- [{s.spec.title}](#{github_anchor(s.spec.title)})" for s in sections]
     lines.append("")
     for section in sections:
         lines += [f"## {section.spec.title}", "", section.spec.why, ""]
@@ -167,7 +168,3 @@ def render_markdown(sections: Sequence[Section], *, host: str, generated: str) -
                       fence, ""]
     return "\n".join(lines)
 
-
-def _anchor(heading: str) -> str:
-    keep = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
-    return keep.replace(" ", "-")

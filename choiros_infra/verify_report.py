@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from choiros_infra.markdown_doc import github_anchor
 from choiros_infra.verify import RUNBOOKS
 
 Outcome = Literal["passed", "failed", "error", "skipped", "xfailed"]
@@ -217,8 +218,8 @@ def render_markdown(results: Sequence[CheckResult], *, host: str, target: str,
     ]
     for group in groups:
         c = group.counts
-        out.append(f"| [{group.runbook}](#{_anchor(group.runbook)}) | {c.total} | {c.failed} "
-                   f"| {c.passed} | {c.skipped} |")
+        out.append(f"| [{group.runbook}](#{github_anchor(group.runbook)}) | {c.total} "
+                   f"| {c.failed} | {c.passed} | {c.skipped} |")
     out += [f"| **total** | {counts.total} | {counts.failed} | {counts.passed} "
             f"| {counts.skipped} |", ""]
     for group in groups:
@@ -249,7 +250,3 @@ def render_json(results: Sequence[CheckResult], *, host: str, target: str, stack
                    "skipped": counts.skipped},
         "checks": [r.as_json() for r in results]}, indent=1) + "\n"
 
-
-def _anchor(heading: str) -> str:
-    """GitHub's anchor for a ``##`` heading."""
-    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")

@@ -10,11 +10,11 @@ accepts there, so a typo never passes silently.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from choiros_infra import markdown_doc
 from choiros_infra.expect.grammar import Clause, Reject, Token, tokenize
 from choiros_infra.expect.kind import Kind
 from choiros_infra.expect.kinds import KINDS
@@ -22,8 +22,6 @@ from choiros_infra.expect.model import Check, Exists, Source, Statement
 
 EXPECT_INFO = "expect"
 STATEMENT_FORM = "SUBJECT: ASSERTION, ASSERTION, ... (see 50-testing/expect-grammar.md)"
-
-_FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 
 @dataclass(frozen=True)
@@ -65,43 +63,28 @@ class _BlockProblem:
 def _expect_lines(text: str) -> tuple[list[tuple[int, str]], list[_BlockProblem]]:
     """Every line inside an ``expect`` fence (with its 1-based number), and fence problems.
 
-    Fences follow CommonMark: ``` or ~~~ (3 or more), closed by the same character at least as
-    long; an expect fence inside another fence (a Markdown example) is only text.
+    Fences are CommonMark's, as markdown-it-py reads them (``markdown_doc``): an expect fence
+    shown inside a longer fence (a Markdown example) is only text.
     """
     lines: list[tuple[int, str]] = []
     problems: list[_BlockProblem] = []
-    fence: tuple[str, int, bool, int] | None = None  # char, length, is expect, opening line
-    statements = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if fence is None:
-            match = _FENCE.match(line)
-            if match is None:
-                continue
-            marks, info = match["fence"], match["info"].strip()
-            if marks[0] == "`" and "`" in info:
-                continue  # inline code such as ```x```, not a fence
-            lang = info.split()[0] if info else ""
-            if lang != EXPECT_INFO and lang.lower().startswith(EXPECT_INFO):
+    for fence in markdown_doc.parse(text).fences:
+        lang = fence.lang
+        if lang != EXPECT_INFO:
+            if lang.lower().startswith(EXPECT_INFO):
                 problems.append(_BlockProblem(
-                    number, f"code block marked {lang!r} is not checked",
+                    fence.line, f"code block marked {lang!r} is not checked",
                     f"```{EXPECT_INFO} to make it a checked block (or another language)"))
-            fence = (marks[0], len(marks), lang == EXPECT_INFO, number)
-            statements = 0
             continue
-        char, length, is_expect, opened = fence
-        stripped = line.strip()
-        if stripped and len(stripped) >= length and set(stripped) == {char}:
-            if is_expect and statements == 0:
-                problems.append(_BlockProblem(opened, "expect block has no statements",
-                                              STATEMENT_FORM))
-            fence = None
-        elif is_expect:
-            lines.append((number, line))
-            if stripped and not stripped.startswith("#"):
-                statements += 1
-    if fence is not None and fence[2]:
-        problems.append(_BlockProblem(fence[3], "expect block is never closed",
-                                      f"a closing {fence[0] * fence[1]} line"))
+        if not fence.closed:
+            problems.append(_BlockProblem(fence.line, "expect block is never closed",
+                                          "a closing ``` line"))
+        numbered = fence.numbered()
+        if fence.closed and not any(t.strip() and not t.strip().startswith("#")
+                                    for _, t in numbered):
+            problems.append(_BlockProblem(fence.line, "expect block has no statements",
+                                          STATEMENT_FORM))
+        lines += numbered
     return lines, problems
 
 

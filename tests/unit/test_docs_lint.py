@@ -1,6 +1,8 @@
 """The runbooks under docs/runbooks hold together: indexed, linked, structured, and checkable.
 
 - every runbook is linked from docs/runbooks/README.md (the index);
+- the Markdown is read with markdown-it-py (choiros_infra.markdown_doc), as the expect
+  blocks and the rehearsal are;
 - relative links in the runbooks and in the repository's README.md resolve to files (anchors
   are not checked);
 - a procedure (any runbook outside 90-reference/) has the sections PROCEDURE_SECTIONS as
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from choiros_infra import markdown_doc
 from choiros_infra.expect import RunbookSyntaxError, lint_runbooks, parse_file
 
 pytestmark = pytest.mark.unit
@@ -38,11 +41,7 @@ REFERENCE_SECTIONS = ("Purpose",)
 # `never`, or a date and what it was verified against, e.g. "2026-11-25 against kitchen".
 LAST_VERIFIED = re.compile(
     r"^Last verified: (never|\d{4}-\d{2}-\d{2} against [\w.:@-]+) \(updated by CI\)$")
-NO_EXPECT = re.compile(r"^No expect block: \S")
-OPEN_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
-HEADING = re.compile(r"^## (.+?)\s*#*\s*$")
-INLINE_CODE = re.compile(r"(`+).+?\1")
-LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+NO_EXPECT = "No expect block: "
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -55,34 +54,14 @@ def name(path: Path) -> str:
     return path.relative_to(RUNBOOKS).as_posix()
 
 
-def prose(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with inline code removed."""
-    lines: list[tuple[int, str]] = []
-    fence: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if fence is not None:
-            if stripped.startswith(fence) and not stripped.lstrip(fence[0]):
-                fence = None
-            continue
-        opened = OPEN_FENCE.match(line)
-        if opened:
-            fence = opened.group(1)
-            continue
-        lines.append((number, INLINE_CODE.sub("", line)))
-    return lines
+def document(path: Path) -> markdown_doc.Document:
+    return markdown_doc.parse(path.read_text(encoding="utf-8"))
 
 
-def relative_links(path: Path) -> list[tuple[int, str]]:
+def relative_links(text: str) -> list[tuple[int, str]]:
     """(line, target) of every link in prose that points at a file, not a URL or an anchor."""
-    found = []
-    for number, line in prose(path.read_text(encoding="utf-8")):
-        for match in LINK.finditer(line):
-            target = match.group(1)
-            if target.startswith("#") or SCHEME.match(target):
-                continue
-            found.append((number, target))
-    return found
+    return [(link.line, link.target) for link in markdown_doc.parse(text).links
+            if not link.target.startswith("#") and not SCHEME.match(link.target)]
 
 
 def resolve(path: Path, target: str) -> Path:
@@ -102,7 +81,8 @@ def test_the_runbooks_exist() -> None:
 
 
 def test_every_runbook_is_linked_from_the_index() -> None:
-    linked = {resolve(INDEX, target) for _, target in relative_links(INDEX)}
+    text = INDEX.read_text(encoding="utf-8")
+    linked = {resolve(INDEX, target) for _, target in relative_links(text)}
     missing = [name(p) for p in runbook_paths() if p.resolve() not in linked]
     assert not missing, f"not linked from docs/runbooks/README.md: {missing}"
 
@@ -110,8 +90,9 @@ def test_every_runbook_is_linked_from_the_index() -> None:
 @pytest.mark.parametrize("path", [INDEX, *runbook_paths(), ROOT / "README.md"],
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_resolve(path: Path) -> None:
+    links = relative_links(path.read_text(encoding="utf-8"))
     broken = [f"{path.relative_to(ROOT)}:{line}: {target}"
-              for line, target in relative_links(path) if not resolve(path, target).exists()]
+              for line, target in links if not resolve(path, target).exists()]
     assert not broken, "links to missing files:\n" + "\n".join(broken)
 
 
@@ -119,8 +100,7 @@ def test_relative_links_resolve(path: Path) -> None:
 def test_runbook_has_its_sections_in_order(path: Path) -> None:
     required = REFERENCE_SECTIONS if name(path).startswith(REFERENCE_DIR + "/") else (
         PROCEDURE_SECTIONS)
-    headings = [m.group(1) for _, line in prose(path.read_text(encoding="utf-8"))
-                if (m := HEADING.match(line))]
+    headings = [h.text for h in document(path).headings if h.level == 2]
     present = [h for h in headings if h in required]
     missing = [s for s in required if s not in headings]
     assert not missing, f"{name(path)}: missing sections {missing} (have {headings})"
@@ -131,8 +111,7 @@ def test_runbook_has_its_sections_in_order(path: Path) -> None:
 
 @pytest.mark.parametrize("path", STRUCTURED, ids=name)
 def test_runbook_has_one_last_verified_line(path: Path) -> None:
-    lines = [line for _, line in prose(path.read_text(encoding="utf-8"))
-             if line.startswith("Last verified:")]
+    lines = [line for _, line in document(path).lines_starting("Last verified:")]
     assert len(lines) == 1, f"{name(path)}: expected one 'Last verified:' line, found {lines}"
     assert LAST_VERIFIED.match(lines[0]), (
         f"{name(path)}: {lines[0]!r} is not 'Last verified: never (updated by CI)' or "
@@ -145,8 +124,7 @@ def test_runbook_has_an_expect_block_or_says_why_not(path: Path) -> None:
         statements = parse_file(path, RUNBOOKS)
     except RunbookSyntaxError as exc:
         pytest.fail("\n".join(str(e) for e in exc.errors), pytrace=False)
-    reasons = [line for _, line in prose(path.read_text(encoding="utf-8"))
-               if NO_EXPECT.match(line)]
+    reasons = document(path).lines_starting(NO_EXPECT)
     assert statements or reasons, (
         f"{name(path)}: no expect block; add one, or a line 'No expect block: <why>'")
 
@@ -156,11 +134,9 @@ def test_every_expect_statement_parses() -> None:
     assert not errors, "\n".join(str(e) for e in errors)
 
 
-def test_prose_ignores_fences_and_inline_code() -> None:
+def test_links_in_code_are_not_links() -> None:
     text = "\n".join([
         "# T", "see [a](a.md) and `[b](b.md)`", "````markdown", "```expect",
         "service x: running", "```", "````", "  ```sh", "[c](c.md)", "  ```", "[d](d.md#x)",
     ])
-    lines = [line for _, line in prose(text)]
-    targets = [m.group(1) for line in lines for m in LINK.finditer(line)]
-    assert targets == ["a.md", "d.md#x"]
+    assert relative_links(text) == [(2, "a.md"), (11, "d.md#x")]

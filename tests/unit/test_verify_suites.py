@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from choiros_infra import markdown_doc
 from choiros_infra.expect import probes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,8 +233,7 @@ def test_every_suite_test_names_a_runbook_section() -> None:
 
 def github_anchors(markdown: str) -> set[str]:
     """The anchors GitHub gives a Markdown file's headings."""
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-            for heading in re.findall(r"^#{1,6} (.+)$", markdown, re.M)}
+    return {heading.anchor for heading in markdown_doc.parse(markdown).headings}
 
 
 def test_every_runbook_reference_resolves_to_a_heading() -> None:
