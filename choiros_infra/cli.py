@@ -13,6 +13,7 @@ from choiros_infra import (
     drift_cmd,
     kitchen_cmd,
     plan_cmd,
+    rehearse_cmd,
     release_cmd,
     render_cmd,
     verify_cmd,
@@ -41,3 +42,4 @@ verify_cmd.register(app)
 diagnose_cmd.register(app)
 drift_cmd.register(app)
 release_cmd.register(app)
+rehearse_cmd.register(app)

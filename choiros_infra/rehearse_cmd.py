@@ -1,0 +1,168 @@
+"""``choiros-infra rehearse``: follow the runbooks' marked procedures on a kitchen host, as
+written, then check each runbook's expect blocks (syntax: 50-testing/rehearsal.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from choiros_infra import verify_cmd
+from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, fail
+from choiros_infra.host_access import UsageProblem, run_on_host
+from choiros_infra.kitchen_stack import test_secret_value
+from choiros_infra.rehearse import Runbook, coverage, read_runbooks
+from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
+from choiros_infra.runbook_stamp import stamp, valid_label
+from choiros_infra.verify import RUNBOOKS, SUITES
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+
+HELP = (
+    "Rehearse the runbooks on a kitchen host: run the marked steps of each runbook in "
+    "document order (```sh rehearse host on the host over SSH, ```sh rehearse workstation "
+    "here, against the kitchen cloud), with <placeholders> bound from the host and its stack, "
+    "then check that runbook's expect blocks. A failing step is reported at its file:line "
+    "with the command and the tail of its output, and the host is marked spoiled (a later "
+    "rehearsal refuses it until it is replaced). Syntax: docs/runbooks/50-testing/"
+    "rehearsal.md.\n\n"
+    "--list needs no host: every procedure, rehearsed or not and why, and the coverage.\n\n"
+    "Exit codes: 0 every step and check passed (or the list was printed); 1 a step or a check "
+    "failed; 2 the rehearsal could not run (a runbook's marking is wrong, no such runbook or "
+    "kitchen host, the host is spoiled)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=HELP, short_help="Follow the runbooks' marked procedures on a kitchen "
+                "host and check their expect blocks.")(rehearse)
+
+
+def rehearse(
+    runbooks: Annotated[list[Path] | None, typer.Argument(
+        help="Runbooks to rehearse (default: every runbook under docs/runbooks).",
+        show_default=False)] = None,
+    name: Annotated[str, typer.Option("--name", help="Kitchen host name.")] = "default",
+    list_only: Annotated[bool, typer.Option(
+        "--list", help="List the procedures, whether each is rehearsed and if not why; "
+        "no host needed.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: with --list {procedures, rehearsed, not_rehearsed: "
+        "[{file, line, why}]}; else one object per runbook rehearsed.")] = False,
+    stamp_runbooks: Annotated[str | None, typer.Option(
+        "--stamp-runbooks", metavar="LABEL", help="Rewrite the `Last verified:` line of every "
+        "runbook whose steps and checks all passed, e.g. --stamp-runbooks kitchen.")] = None,
+) -> None:
+    selected = _select(runbooks or [])
+    errors = [e for r in selected for e in r.errors]
+    if errors:
+        stderr.print("\n".join(escape(str(e)) for e in errors))
+        fail(f"{len(errors)} rehearsal marking(s) do not hold",
+             "fix them as docs/runbooks/50-testing/rehearsal.md says")
+    if list_only:
+        _list(selected, as_json)
+        raise typer.Exit(EXIT_OK)
+    if stamp_runbooks is not None and not valid_label(stamp_runbooks):
+        fail(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
+             "letters, digits, spaces and ._:/- (at most 61), e.g. --stamp-runbooks kitchen")
+    try:
+        host = kitchen_host(name)
+        rehearsal = Rehearsal(host, say=lambda text: stderr.print(escape(text)),
+                              check=_check)
+        ok = rehearsal.run(selected)
+    except UsageProblem as problem:
+        fail(problem.problem, problem.fix)
+    for result in rehearsal.results:
+        if result.failure is not None:
+            stderr.print(f"[bold red]FAILED[/] {escape(str(result.failure))}", markup=True)
+        elif result.checks_failed:
+            stderr.print(f"[bold red]FAILED[/] {escape(result.file)}: the steps ran, its "
+                         "expect blocks fail afterwards (listed above)", markup=True)
+    if not ok:
+        stderr.print(f"kitchen host {name} is marked spoiled; replace it: choiros-infra "
+                     f"kitchen up --replace --name {name}")
+    passed = [r.file for r in rehearsal.results if r.passed]
+    if as_json:
+        stdout.print_json(json.dumps({"host": name, "passed": ok,
+                                      "runbooks": [r.as_json() for r in rehearsal.results]}))
+    else:
+        steps = sum(r.steps for r in rehearsal.results)
+        stdout.print(f"rehearsed {len(passed)} of {len(rehearsal.results)} runbooks "
+                     f"({steps} steps) on kitchen host {name}: "
+                     f"{'passed' if ok else 'FAILED'}")
+    if ok and stamp_runbooks is not None:
+        for path in stamp(RUNBOOKS, passed, stamp_runbooks, datetime.now(UTC).date()):
+            stdout.print(f"stamped: {path.relative_to(RUNBOOKS)}")
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+def _select(paths: list[Path]) -> list[Runbook]:
+    root = RUNBOOKS.resolve()
+    for path in paths:
+        if not path.is_file() or path.suffix != ".md":
+            fail(f"runbook {path} does not exist", "name a Markdown file under docs/runbooks, "
+                 "e.g. docs/runbooks/30-operations/02-logs.md (or none for all)")
+        if not path.resolve().is_relative_to(root):
+            fail(f"{path} is not under {RUNBOOKS}", "rehearse the project's own runbooks")
+    return read_runbooks(root, paths)
+
+
+def _list(selected: list[Runbook], as_json: bool) -> None:
+    cover = coverage(selected)
+    if as_json:
+        stdout.print_json(json.dumps(cover.as_json()))
+        return
+    for runbook in selected:
+        for p in runbook.procedures:
+            state = (f"rehearsed ({len(p.steps)} steps)" if p.rehearsed
+                     else f"not rehearsed: {p.why}")
+            stdout.print(escape(f"{p.file}:{p.line}  {p.title}  {state}"))
+    stdout.print(str(cover))
+
+
+def kitchen_host(name: str) -> RehearsalHost:
+    """The kitchen host ``name`` and the values its steps are bound to."""
+    from choiros_infra.stack_target import kitchen_target
+    from infra.user_data import bucket_names
+    from kitchen import cloud, lifecycle
+    from kitchen.errors import KitchenError
+
+    try:
+        lifecycle.running_guest(name)
+        target = kitchen_target(name)
+    except KitchenError as exc:
+        raise UsageProblem(str(exc), f"start it: choiros-infra kitchen up --name {name}") from None
+    access = target.access()
+    key = lifecycle.status(name).ssh_key
+    code, out = run_on_host(access, ["readlink", "/opt/choiros/current"], timeout=30,
+                            echo=lambda _line: None)
+    version = out.strip().rsplit("/", 1)[-1] if code == 0 else ""
+    cfg = target.cfg
+    buckets = bucket_names(cfg, target.account_id)
+    values = {"name": name, "public_ip": access.address, "user": access.user,
+              "stack": cfg.stack, "stack_file": str(target.stack_file), "region": cfg.region,
+              "account_id": target.account_id, "bucket": buckets.backups,
+              "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
+              "version": version, "ssh_key": str(key or "")}
+    return RehearsalHost(name, access, target.stack_file,
+                         {k: v for k, v in values.items() if v},
+                         cloud.cloud_info().aws_env(),
+                         tuple(test_secret_value(p) for p in cfg.secrets))
+
+
+def _check(host: RehearsalHost, runbook: Path) -> int:
+    """The runbook's expect blocks against the host (verify's output on stderr)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        # The suites' directory brings the options verify passes; -k keeps this runbook only.
+        code = verify_cmd.execute(host.access, host.stack_file, "kitchen",
+                                  paths=(SUITES, runbook), workers=0,
+                                  extra=("-k", runbook.name))
+    return code if code in (EXIT_OK, EXIT_FAILED) else EXIT_UNUSABLE
