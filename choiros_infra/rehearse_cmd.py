@@ -100,7 +100,7 @@ def rehearse(
                      f"{'passed' if ok else 'FAILED'}")
     if ok and stamp_runbooks is not None:
         for path in stamp(RUNBOOKS, passed, stamp_runbooks, datetime.now(UTC).date()):
-            stdout.print(f"stamped: {path.relative_to(RUNBOOKS)}")
+            stderr.print(f"stamped: {path.relative_to(RUNBOOKS)}")
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ class Rehearsal:
         for step in runbook.steps:
             first = next((t.strip() for _, t in step.lines if t.strip()), "")
             self.say(f"rehearse: {step.file}:{step.line} ({step.where}) {first}")
+            started = time.monotonic()
             status, output = self._step(step, env)
+            self.say(f"  exit {status} after {time.monotonic() - started:.1f} s")
             if status != 0:
                 output = redact(output, self.host.secrets)
                 result.failure = locate_failure(step, status, output)

@@ -10,7 +10,9 @@
   ``## Purpose``;
 - every runbook has exactly one ``Last verified:`` line, in the form CI rewrites;
 - every runbook has an expect block, or a line starting ``No expect block:`` saying why not;
-- every expect statement parses (choiros_infra.expect.lint_runbooks).
+- every expect statement parses (choiros_infra.expect.lint_runbooks);
+- every rehearsal marking holds (choiros_infra.rehearse, 50-testing/rehearsal.md), and the
+  share of procedures rehearsed, printed on every run, stays at or above REHEARSED_FLOOR.
 
 The expect grammar (50-testing/expect-grammar.md) is maintained with the expect engine: it is
 indexed and link-checked, and its expect block is checked like any other, but the section and
@@ -26,6 +28,7 @@ import pytest
 
 from choiros_infra import markdown_doc
 from choiros_infra.expect import RunbookSyntaxError, lint_runbooks, parse_file
+from choiros_infra.rehearse import coverage, read_runbooks
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +38,8 @@ INDEX = RUNBOOKS / "README.md"
 REFERENCE_DIR = "90-reference"
 GRAMMAR = "50-testing/expect-grammar.md"
 
+# Percent of the procedures a kitchen rehearsal runs: raised as procedures become runnable.
+REHEARSED_FLOOR = 37
 PROCEDURE_SECTIONS = ("Purpose", "When to use", "Prerequisites", "Steps", "Verify", "Roll back")
 REFERENCE_SECTIONS = ("Purpose",)
 
@@ -132,6 +137,21 @@ def test_runbook_has_an_expect_block_or_says_why_not(path: Path) -> None:
 def test_every_expect_statement_parses() -> None:
     errors = lint_runbooks(RUNBOOKS)
     assert not errors, "\n".join(str(e) for e in errors)
+
+
+def test_every_rehearsal_marking_holds() -> None:
+    errors = [str(e) for r in read_runbooks(RUNBOOKS) for e in r.errors]
+    assert not errors, "\n".join(errors)
+
+
+def test_rehearsal_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+    cover = coverage(read_runbooks(RUNBOOKS))
+    with capsys.disabled():
+        print(f"\nrunbook rehearsal: {cover}; not rehearsed, and why: "
+              "choiros-infra rehearse --list")
+    assert cover.percent >= REHEARSED_FLOOR, (
+        f"{cover}, below the floor of {REHEARSED_FLOOR} %: mark the new procedure's steps "
+        "(```sh rehearse host|workstation, 50-testing/rehearsal.md)")
 
 
 def test_links_in_code_are_not_links() -> None:

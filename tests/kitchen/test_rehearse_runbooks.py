@@ -1,0 +1,57 @@
+"""Every marked procedure in docs/runbooks, followed as written on one kitchen host through
+the real CLI (`choiros-infra rehearse`), then each runbook's expect blocks; a green run stamps
+the runbooks' `Last verified:` lines. A procedure that breaks fails here at its file:line,
+with the command and the tail of its output.
+
+One host for all of them (the procedures that would destroy it are not rehearsed and say
+so), so the rehearsal adds one boot to CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import host_name
+
+from choiros_infra.kitchen_stack import stack_up
+from choiros_infra.rehearse import read_runbooks
+from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
+from kitchen import lifecycle
+from kitchen.state import HostState
+
+pytestmark = pytest.mark.kitchen
+
+CLI = PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"
+
+
+@pytest.fixture(scope="module")
+def host(stack_file: Path) -> Iterator[HostState]:
+    name = host_name("rehearse")
+    try:
+        yield stack_up(name, stack_file)
+    finally:
+        lifecycle.destroy(name)
+
+
+def test_every_marked_procedure_runs_as_written(host: HostState) -> None:
+    result = subprocess.run([str(CLI), "rehearse", "--name", host.name, "--json",
+                             "--stamp-runbooks", "kitchen"], capture_output=True, text=True,
+                            check=False, timeout=1500, cwd=PROJECT_ROOT)
+    assert result.stdout.strip(), result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    failures = [r["failure"] for r in report["runbooks"] if r["failure"]]
+    assert not failures, "\n".join(
+        f"{RUNBOOKS.relative_to(PROJECT_ROOT)}/{f['file']}:{f['line']}: step failed "
+        f"(exit {f['status']}): {f['command']}\n{f['tail']}" for f in failures)
+    assert result.returncode == 0 and report["passed"], result.stderr[-4000:]
+    rehearsed = {r.file for r in read_runbooks(RUNBOOKS) if r.steps}
+    assert {r["file"] for r in report["runbooks"]} == rehearsed
+    today = datetime.now(UTC).date().isoformat()
+    for name in sorted(rehearsed):
+        text = (RUNBOOKS / name).read_text()
+        assert f"Last verified: {today} against kitchen (updated by CI)" in text, name
