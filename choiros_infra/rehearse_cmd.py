@@ -141,7 +141,8 @@ def kitchen_host(name: str) -> RehearsalHost:
         lifecycle.running_guest(name)
         target = kitchen_target(name)
     except KitchenError as exc:
-        raise UsageProblem(str(exc), f"start it: choiros-infra kitchen up --name {name}") from None
+        raise UsageProblem(exc.message, exc.fix or f"choiros-infra kitchen up --name {name}"
+                           ) from None
     access = target.access()
     key = lifecycle.status(name).ssh_key
     code, out = run_on_host(access, ["readlink", "/opt/choiros/current"], timeout=30,
