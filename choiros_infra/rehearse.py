@@ -45,6 +45,7 @@ PLACEHOLDERS: Mapping[str, str] = {
     "artifacts_bucket": "the artifacts bucket",
     "backup_prefix": "the stack's prefix in the backups bucket",
     "version": "the release the host runs when the rehearsal starts",
+    "time": "a moment in UTC (2026-11-25T14:05:00Z): when the step starts",
     "ssh_key": "the private half of choiros:ssh_public_key (the kitchen host's own key)",
 }
 PLACEHOLDER = re.compile(r"<([a-z][a-z0-9_]*)>")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from choiros_infra.expect import RunbookSyntaxError, parse_file
@@ -137,7 +138,8 @@ class Rehearsal:
         return result
 
     def _step(self, step: Step, env: Mapping[str, str]) -> tuple[int, str]:
-        text = script(step.bound(bind(self.host.values)))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = script(step.bound(bind({**self.host.values, "time": now})))
         if step.where == "host":
             return self.host.on_host(["bash", "-c", text], STEP_TIMEOUT)
         try:
