@@ -163,6 +163,9 @@ def test_a_broken_step_fails_the_rehearsal_at_its_line(tmp_path: Path) -> None:
     assert "choiros-infra render" in result.failure.command
     assert "--output" in result.failure.command
     assert "No such option" in result.failure.tail
+    assert str(result.failure).startswith(
+        f"00-onboarding/02-access-and-first-change.md:{expected_line}: step failed (exit 2): "
+        ".venv/bin/choiros-infra render")
     assert not checked, "the expect blocks are not checked after a failed step"
     assert "02-access-and-first-change.md" in (tmp_path / "spoiled").read_text()
     with pytest.raises(Exception, match="spoiled"):
