@@ -233,9 +233,12 @@ def coverage(runbooks: Sequence[Runbook]) -> Coverage:
 # --- running a step: the script and what a failure points at ----------------------------------
 
 # Prepended to every step, on its own first line: stop at the first failing command (as an
-# operator would) and say at which line of the step it failed.
+# operator would), a failing pipeline included (a wrong flag before `| grep` fails the step),
+# except for a writer stopped by a reader that had enough (`| head`: SIGPIPE, 141), and say
+# at which line of the step it failed.
 _FAILED_AT = "rehearse-failed-at-line"
-PREAMBLE = f"set -e; trap 'echo \"{_FAILED_AT} $LINENO exit $?\" >&2' ERR"
+PREAMBLE = ("set -o pipefail; trap 'rc=$?; [ $rc -eq 141 ] || "
+            f"{{ echo \"{_FAILED_AT} $LINENO exit $rc\" >&2; exit $rc; }}' ERR")
 _MARK = re.compile(rf"^{_FAILED_AT} (\d+) exit (\d+)$", re.M)
 
 

@@ -121,6 +121,17 @@ def test_a_failure_points_at_the_line_and_the_whole_command() -> None:
     assert "never" not in failure.tail
 
 
+def test_a_failing_pipeline_fails_a_step_and_a_stopped_writer_does_not() -> None:
+    step = Step("x.md", 1, "host", ((2, "seq 1 100000 | head -n 1"),
+                                    (3, "ls --bogus 2>&1 | grep -c option"), (4, "echo never")))
+    done = subprocess.run(["bash", "-c", script(step.lines)], capture_output=True, text=True,
+                          check=False)
+    failure = locate_failure(step, done.returncode, done.stdout + done.stderr)
+    assert (failure.line, failure.command, failure.status) == (3, "ls --bogus 2>&1 | grep -c "
+                                                               "option", 2)
+    assert "never" not in done.stdout
+
+
 def test_redaction_hides_secret_values() -> None:
     assert redact("key=kitchen-test-value-for-X ok", ["kitchen-test-value-for-X"]) == (
         "key=[redacted] ok")
