@@ -140,6 +140,7 @@ def kitchen_host(name: str) -> RehearsalHost:
     try:
         lifecycle.running_guest(name)
         target = kitchen_target(name)
+        aws_env = cloud.cloud_info().aws_env()
     except KitchenError as exc:
         raise UsageProblem(exc.message, exc.fix or f"choiros-infra kitchen up --name {name}"
                            ) from None
@@ -155,10 +156,10 @@ def kitchen_host(name: str) -> RehearsalHost:
               "account_id": target.account_id, "bucket": buckets.backups,
               "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
               "version": version, "ssh_key": str(key or "")}
+    # What a step's output must never show: the stack's secret values, the cloud's admin key.
+    secrets = (*(test_secret_value(p) for p in cfg.secrets), aws_env["AWS_SECRET_ACCESS_KEY"])
     return RehearsalHost(name, access, target.stack_file,
-                         {k: v for k, v in values.items() if v},
-                         cloud.cloud_info().aws_env(),
-                         tuple(test_secret_value(p) for p in cfg.secrets))
+                         {k: v for k, v in values.items() if v}, aws_env, secrets)
 
 
 @contextlib.contextmanager
