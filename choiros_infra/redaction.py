@@ -28,7 +28,9 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 MASK = "[redacted]"
 MIN_VALUE_LENGTH = 8
@@ -146,23 +148,27 @@ def host_redactor(env_files: Iterable[str] = (), names: Iterable[str] = (),
     return Redactor(names=all_names, values=tuple(values))
 
 
-def scrub(value: Any, redact: Redactor) -> Any:
+def scrub(value: T, redact: Redactor) -> T:
     """``value`` with every string in it redacted: strings, lists (in place), tuples, dicts
     and dataclasses (a frozen one copied, another one changed in place: pytest's failure
     representations are such)."""
+    return cast(T, _scrub(value, redact))
+
+
+def _scrub(value: Any, redact: Redactor) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, list):
-        value[:] = [scrub(v, redact) for v in value]
+        value[:] = [_scrub(v, redact) for v in value]
         return value
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(scrub(v, redact) for v in value)
+        return tuple(_scrub(v, redact) for v in value)
     if isinstance(value, dict):
-        return {k: scrub(v, redact) for k, v in value.items()}
+        return {k: _scrub(v, redact) for k, v in value.items()}
     if is_dataclass(value) and not isinstance(value, type):
         if value.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-            return replace(value, **{f.name: scrub(getattr(value, f.name), redact)
+            return replace(value, **{f.name: _scrub(getattr(value, f.name), redact)
                                      for f in fields(value) if f.init})
         for f in fields(value):
-            setattr(value, f.name, scrub(getattr(value, f.name), redact))
+            setattr(value, f.name, _scrub(getattr(value, f.name), redact))
     return value
