@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from expectations import APP_ROOT, APP_USER, CONFIG_DIR, Expectations
+from expectations import APP_ROOT, APP_USER, CONFIG_DIR, SECRETS_ENV_FILE, Expectations
 from host_facts import FileFacts, read_file_facts
 from testinfra.host import Host
 
@@ -20,7 +20,7 @@ LAYOUT: dict[str, tuple[str, int, str]] = {
     f"{APP_ROOT}/data": (DIRECTORY, 0o750, f"{APP_USER}:{APP_USER}"),
     f"{APP_ROOT}/logs": (DIRECTORY, 0o770, f"{APP_USER}:caddy"),
     CONFIG_DIR: (DIRECTORY, 0o750, f"root:{APP_USER}"),
-    f"{CONFIG_DIR}/backend.env": (REGULAR, 0o640, f"root:{APP_USER}"),
+    SECRETS_ENV_FILE: (REGULAR, 0o640, f"root:{APP_USER}"),
 }
 DATABASE = f"{APP_ROOT}/data/events.db"
 
