@@ -66,7 +66,7 @@ def ssh_audit(address: str) -> dict[str, Any]:
                            address], capture_output=True, text=True, timeout=120, check=False)
     notes = [line.strip() for line in done.stdout.splitlines()
              if re.search(r"-- \[(fail|warn)\]", line)]
-    found = re.search(r"ssh-audit v(\S+)", version)
+    found = re.search(r"ssh-audit v([0-9.]+)", version)
     return {"version": found.group(1) if found else "?",
             "fail": sum("[fail]" in n for n in notes), "warn": sum("[warn]" in n for n in notes),
             "notes": notes, "exit_code": done.returncode}
