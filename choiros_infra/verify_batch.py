@@ -7,7 +7,7 @@ tests/infra module its own (a module-level ``host_commands(config)`` returning
 ``HostCommand``s), plus the runbook plugin's connection proof. It reads them in one batch on
 a thread and answers the checks' ``host.run`` from it; checks that read nothing planned
 (through Caddy, from outside) run meanwhile. A batch that fails is reported in one line and the
-checks ask the host themselves, as without this plugin: never a skipped or passed check.
+checks ask the host one by one (through the same program): never a skipped or passed check.
 
 Secrets stay on the host (:mod:`choiros_infra.redaction`): every command of the run, read
 ahead or not, goes through the host program, which masks the host's secret values before they
