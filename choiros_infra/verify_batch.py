@@ -40,6 +40,9 @@ _STATE = pytest.StashKey[dict[str, Any]]()
 # testinfra asks the host's encoding once, to decode an output that is not ASCII.
 ENCODING_QUERY = HostCommand("%s -c 'import locale;print(locale.getpreferredencoding())'",
                              ("python3",))
+# testinfra asks the host's system once (host.file picks its implementation by it); every
+# command not read ahead costs a round trip through the host program.
+SYSTEM_INFO = (HostCommand("uname -s"), HostCommand("uname -m"), HostCommand("cat /etc/os-release"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,6 +85,7 @@ def planned_commands(config: pytest.Config, items: list[pytest.Item]) -> Iterato
     state = config.stash[_STATE]
     yield PROOF
     yield ENCODING_QUERY
+    yield from SYSTEM_INFO
     context = probe_context(config, state["host"])
     modules: set[int] = set()
     for item in items:

@@ -7,8 +7,10 @@ import json
 
 import pytest
 from expectations import APP_ROOT, APP_USER, CONFIG_DIR, SECRETS_ENV_FILE, Expectations
-from host_facts import FileFacts, read_file_facts
+from host_facts import FileFacts, file_facts_command, read_file_facts
 from testinfra.host import Host
+
+from choiros_infra.expect.probes import HostCommand
 
 DIRECTORY = "directory"
 REGULAR = "regular file"
@@ -23,6 +25,11 @@ LAYOUT: dict[str, tuple[str, int, str]] = {
     SECRETS_ENV_FILE: (REGULAR, 0o640, f"root:{APP_USER}"),
 }
 DATABASE = f"{APP_ROOT}/data/events.db"
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    """What verify reads ahead for this module (choiros_infra/verify_batch.py)."""
+    return [file_facts_command([*LAYOUT, DATABASE])]
 
 
 @pytest.fixture(scope="module")
