@@ -1,9 +1,12 @@
 """``choiros-infra diagnose``: the evidence of one host in one Markdown file, for an incident.
 
-Every section is a list of read-only commands run as root through ``sudo -n`` over one shared
-SSH connection (the ssh_config of ``verify``: :class:`HostAccess`, :func:`write_ssh_config`,
+Every section is a list of read-only commands, all run as root through ``sudo -n`` in one
+SSH round trip by verify's host program (:mod:`choiros_infra.host_batch`, over the
+ssh_config of ``verify``: :class:`HostAccess`, :func:`write_ssh_config`,
 :func:`check_reachable`). Nothing on the host changes: the commands only read (systemctl and
-journalctl queries, tail, df, ss, fail2ban-client status, curl of /health).
+journalctl queries, tail, df, ss, fail2ban-client status, curl of /health). The host program
+masks the host's secret values in every output before it leaves the host (logs are where an
+application prints its keys), and the report masks assignments to the stack's secret names.
 
 :func:`render_markdown` assembles the file from :class:`Section` results; it is plain text
 work, tested without a host.
@@ -17,6 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from choiros_infra.host_access import HostAccess, ssh_options
+from choiros_infra.host_batch import (
+    HOST_WORKERS,
+    HostSecrets,
+    ReadAheadError,
+    decode_answers,
+    program_argv,
+)
 from choiros_infra.markdown_doc import github_anchor
 
 COMMAND_TIMEOUT = 30.0
@@ -120,26 +130,40 @@ SECTIONS: tuple[SectionSpec, ...] = (
     )),
 )
 
-Runner = Callable[[Probe], Result]
+Runner = Callable[[Sequence[Probe]], list[Result]]
 
 
-def ssh_runner(access: HostAccess, timeout: float = COMMAND_TIMEOUT) -> Runner:
-    """Run each probe as root over the (shared) SSH connection."""
+def ssh_runner(access: HostAccess, timeout: float = COMMAND_TIMEOUT,
+               secrets: HostSecrets | None = None) -> Runner:
+    """Run the probes as root in one round trip over the (shared) SSH connection, through
+    the host program (each probe's stderr merged into its output, at most ``timeout`` each).
+    A round trip that fails gives every probe the reason instead of an output."""
 
-    def run(probe: Probe) -> Result:
-        remote = shlex.join(["sudo", "-n", "--", *probe.argv]) + " 2>&1"
+    def run(probes: Sequence[Probe]) -> list[Result]:
+        commands = [shlex.join(p.argv) + " 2>&1" for p in probes]
+        remote = shlex.join(["sudo", "-n", "--", *program_argv(commands, secrets or HostSecrets(),
+                                                                timeout)])
+        waited = timeout * (1 + len(probes) // HOST_WORKERS) + 30
         try:
             done = subprocess.run([*ssh_options(access), access.destination, remote],
-                                  capture_output=True, text=True, timeout=timeout, check=False)
+                                  capture_output=True, text=True, timeout=waited, check=False)
+            if done.returncode != 0:
+                raise ReadAheadError(f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
+            answers = decode_answers(done.stdout, len(probes))
         except subprocess.TimeoutExpired:
-            return Result(probe, 124, f"(no answer within {timeout:g}s)")
-        return Result(probe, done.returncode, done.stdout + done.stderr)
+            return [Result(p, 124, f"(no answer within {waited:g}s)") for p in probes]
+        except ReadAheadError as e:
+            return [Result(p, 255, f"(the host program did not run: {e})") for p in probes]
+        return [Result(p, a.rc, a.stdout + a.stderr) for p, a in zip(probes, answers,
+                                                                    strict=True)]
 
     return run
 
 
 def collect(run: Runner, sections: Sequence[SectionSpec] = SECTIONS) -> list[Section]:
-    return [Section(spec, tuple(run(p) for p in spec.probes)) for spec in sections]
+    """Every section's probes, in one run."""
+    results = iter(run([p for spec in sections for p in spec.probes]))
+    return [Section(spec, tuple(next(results) for _ in spec.probes)) for spec in sections]
 
 
 def _fence(text: str) -> str:

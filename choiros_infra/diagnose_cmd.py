@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,7 @@ from choiros_infra.host_access import (
     parse_host_url,
     write_ssh_config,
 )
+from choiros_infra.host_batch import HostSecrets
 from choiros_infra.options import (
     HostOption,
     KeyOption,
@@ -35,6 +37,7 @@ from choiros_infra.options import (
     StackFileOption,
     StackOption,
 )
+from choiros_infra.redaction import Redactor, variable_of
 from choiros_infra.stack_target import resolve
 from infra.config import ConfigError
 
@@ -55,9 +58,11 @@ def _problem(problem: str, fix: str) -> int:
     return EXIT_UNUSABLE
 
 
-def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None) -> int:
+def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None,
+            secrets: Sequence[str] = ()) -> int:
     """Collect the evidence and write it; ``out`` is checked first, so nothing collected is
-    lost to a bad path."""
+    lost to a bad path. ``secrets``: the stack's SSM parameter names, when known (the host
+    masks the values it holds either way; these names' assignments are masked too)."""
     if out is not None and (problem := unwritable(out)):
         return _problem(problem, "give --out a file path in an existing directory, e.g. "
                         "--out /tmp/diagnose.md")
@@ -69,8 +74,10 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
     try:
         check_reachable(access)
         generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        text = render_markdown(collect(ssh_runner(access)), host=access.destination,
-                               generated=generated)
+        names = tuple(variable_of(p) for p in secrets)
+        sections = collect(ssh_runner(access, secrets=HostSecrets(names=names)))
+        text = Redactor(names=frozenset(names))(
+            render_markdown(sections, host=access.destination, generated=generated))
     except UsageProblem as problem:
         return _problem(problem.problem, problem.fix)
     finally:
@@ -122,10 +129,12 @@ def diagnose(
         if given is not None and not given.is_file():
             raise typer.Exit(_problem(f"{what} {given} is not a readable file",
                                       f"give {what} the path of an existing file"))
+    secrets: tuple[str, ...] = ()
     try:
         if host is None:  # the stack's outputs say where its host is
-            host = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
-                           need_account=False).access().url
+            found = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
+                            need_account=False)
+            host, secrets = found.access().url, found.cfg.secrets
         parse_host_url(host)
     except UsageProblem as problem:
         raise typer.Exit(_problem(problem.problem, problem.fix)) from None
@@ -134,4 +143,5 @@ def diagnose(
         raise typer.Exit(EXIT_UNUSABLE) from None
     access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
                         ssh_config=ssh_config and ssh_config.resolve())
-    raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve()))
+    raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve(),
+                             secrets=secrets))

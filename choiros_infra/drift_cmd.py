@@ -35,6 +35,7 @@ from choiros_infra.options import (
     StackFileOption,
     StackOption,
 )
+from choiros_infra.redaction import Redactor, scrub
 from choiros_infra.stack_target import resolve, stack_file_for
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import PROJECT_ROOT, VerifyRun, pytest_argv, verdict
@@ -196,7 +197,10 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
             access, stack_file, target, cfg, account_id=account_id,
             known_hosts=known_hosts and known_hosts.resolve(),
             junit=junit and junit.resolve())
-    result = drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part)
+    # Every text of the report (a failed check's observed output, the preview's error) with
+    # the stack's secret assignments masked, before any of it is printed or written.
+    result = scrub(drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part),
+                   Redactor.for_parameters(cfg.secrets))
     if not (cloud.checked or host_part.checked or docs_part.checked):
         _problem(f"nothing could be checked: cloud {cloud.reason}; host and docs: no host",
                  "give the host (--host ssh://admin@ADDR --ssh-key K, or the stack's outputs "

@@ -40,7 +40,7 @@ from choiros_infra.kitchen_stack import (
 from choiros_infra.stack_target import StackTarget, kitchen_target
 from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
-from infra.config import ConfigError
+from infra.config import ConfigError, load_stack_file
 from kitchen import cloud, lifecycle, preflight
 from kitchen.errors import KitchenError, UsageError
 from kitchen.lifecycle import PhaseEvent
@@ -207,7 +207,7 @@ def up(name: NameOption = DEFAULT_NAME,
 
 def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
             junit: Path | None = None, report: Path | None = None,
-            workers: int = KITCHEN_WORKERS) -> int:
+            as_json: Path | None = None, workers: int = KITCHEN_WORKERS) -> int:
     """``choiros-infra verify`` against a kitchen host, through the host's own ssh_config."""
     try:
         st = lifecycle.status(name)
@@ -215,8 +215,8 @@ def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
     except KitchenError as exc:
         _fail(exc)
     access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
-    return execute(access, stack_file, "kitchen", junit=junit, report=report, workers=workers,
-                   extra=extra)
+    return execute(access, stack_file, "kitchen", junit=junit, report=report, as_json=as_json,
+                   workers=workers, extra=extra)
 
 
 @kitchen_app.command(context_settings={"allow_interspersed_args": False})
@@ -227,6 +227,9 @@ def verify(name: NameOption = DEFAULT_NAME,
            report: Annotated[Path | None, typer.Option(
                "--report", help="Write the Markdown report (by runbook) to this file.")]
                = None,
+           as_json: Annotated[Path | None, typer.Option(
+               "--json", help="Write one JSON object per check to this file (as `verify "
+               "--json`).")] = None,
            workers: Annotated[int, typer.Option(
                "-n", "--workers", min=0, help="Parallel pytest workers (pytest-xdist's -n); "
                "0 runs serially.")] = KITCHEN_WORKERS,
@@ -239,8 +242,8 @@ def verify(name: NameOption = DEFAULT_NAME,
     """
     _prerequisites()
     raise typer.Exit(_verify(name, _built_from(name, stack_file), tuple(pytest_args or ()),
-                             junit=junit,
-                             report=report, workers=workers))
+                             junit=junit, report=report, as_json=as_json,
+                             workers=workers))
 
 
 @kitchen_app.command()
@@ -260,7 +263,11 @@ def diagnose(name: NameOption = DEFAULT_NAME,
     except KitchenError as exc:
         _fail(exc)
     access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
-    raise typer.Exit(diagnose_cmd.execute(access, out))
+    try:
+        secrets = load_stack_file(built_from(st)).secrets
+    except ConfigError as error:
+        fail_config(error)
+    raise typer.Exit(diagnose_cmd.execute(access, out, secrets=secrets))
 
 
 def _release_command(name: str, flow: Callable[[StackTarget, HostAccess], int]) -> NoReturn:

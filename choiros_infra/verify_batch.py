@@ -7,7 +7,13 @@ tests/infra module its own (a module-level ``host_commands(config)`` returning
 ``HostCommand``s), plus the runbook plugin's connection proof. It reads them in one batch on
 a thread and answers the checks' ``host.run`` from it; checks that read nothing planned
 (through Caddy, from outside) run meanwhile. A batch that fails is reported in one line and the
-checks ask the host themselves, as without this plugin: never a skipped or passed check.
+checks ask the host one by one (through the same program): never a skipped or passed check.
+
+Secrets stay on the host (:mod:`choiros_infra.redaction`): every command of the run, read
+ahead or not, goes through the host program, which masks the host's secret values before they
+leave; and every report of the run (a failure's text, its captured output), before the
+terminal or the JUnit file sees it, has the assignments to the stack's secret names masked
+(``--stack-file``'s ``choiros:secrets``).
 
 ``--read-ahead-stats FILE`` writes what happened as JSON (``bench/verify_speed.py`` reads
 it): commands planned, the batch's seconds, SSH round trips of this pytest process, and the
@@ -26,12 +32,17 @@ import pytest
 from choiros_infra.expect.kinds import kind_of
 from choiros_infra.expect.plugin import PROOF, RunbookUsageError, probe_context, runbook_host
 from choiros_infra.expect.probes import HostCommand
-from choiros_infra.host_batch import ReadAhead, install, uninstall
+from choiros_infra.host_batch import HostSecrets, ReadAhead, install, uninstall
+from choiros_infra.redaction import Redactor, scrub, variable_of
+from infra.config import ConfigError, load_stack_file
 
 _STATE = pytest.StashKey[dict[str, Any]]()
 # testinfra asks the host's encoding once, to decode an output that is not ASCII.
 ENCODING_QUERY = HostCommand("%s -c 'import locale;print(locale.getpreferredencoding())'",
                              ("python3",))
+# testinfra asks the host's system once (host.file picks its implementation by it); every
+# command not read ahead costs a round trip through the host program.
+SYSTEM_INFO = (HostCommand("uname -s"), HostCommand("uname -m"), HostCommand("cat /etc/os-release"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,11 +56,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "commands asked one by one) to FILE as JSON")
 
 
+def secret_names(config: pytest.Config) -> tuple[str, ...]:
+    """The stack's secret variable names (none without a valid --stack-file: then the
+    stack's checks fail on it themselves)."""
+    stack_file = config.getoption("stack_file", None)
+    try:
+        cfg = load_stack_file(Path(stack_file)) if stack_file else None
+    except (ConfigError, OSError):
+        cfg = None
+    return tuple(variable_of(p) for p in cfg.secrets) if cfg else ()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    names = secret_names(config)
+    config.pluginmanager.register(ReportRedaction(Redactor(names=frozenset(names))),
+                                  "choiros-report-redaction")
     host = runbook_host(config) if config.getoption("hosts", None) else None
     if host is None or isinstance(host, RunbookUsageError):
         return
-    read_ahead = ReadAhead()
+    read_ahead = ReadAhead(secrets=HostSecrets(names=names))
     backend_class = type(host.backend)
     config.stash[_STATE] = {"read_ahead": read_ahead, "host": host, "class": backend_class,
                             "original": install(read_ahead, backend_class)}
@@ -60,6 +85,7 @@ def planned_commands(config: pytest.Config, items: list[pytest.Item]) -> Iterato
     state = config.stash[_STATE]
     yield PROOF
     yield ENCODING_QUERY
+    yield from SYSTEM_INFO
     context = probe_context(config, state["host"])
     modules: set[int] = set()
     for item in items:
@@ -85,6 +111,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     commands = [backend.quote(c.template, *c.args)
                 for c in planned_commands(config, session.items)]
     state["read_ahead"].read_in_background(state["host"], commands)
+
+
+class ReportRedaction:
+    """Registered per run: masks the stack's secret assignments in every report, first, so
+    that the terminal, the JUnit file and xdist's controller only ever see the masked text."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self.redact = redact
+
+    def _scrub(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        report.longrepr = scrub(report.longrepr, self.redact)
+        report.sections = scrub(report.sections, self.redact)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._scrub(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._scrub(report)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

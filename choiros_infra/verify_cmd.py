@@ -40,6 +40,7 @@ from choiros_infra.options import (
     StackOption,
     TargetOption,
 )
+from choiros_infra.redaction import Redactor, scrub
 from choiros_infra.runbook_stamp import stamp, valid_label
 from choiros_infra.stack_target import resolve
 from choiros_infra.targets import TargetChoice
@@ -156,7 +157,9 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         if code == EXIT_UNUSABLE or not results_file.exists():
             return _problem("pytest could not run the checks (its output above says why)",
                             "run again with -- --collect-only to see what was collected")
-        results = read_junit(results_file)
+        # The run's reports are masked already (verify_batch); the rows are masked again here,
+        # so that no report written from them can hold a secret assignment.
+        results = scrub(read_junit(results_file), Redactor.for_parameters(cfg.secrets))
         summarize(results)
         stdout.print(f"{len(results)} checks in {seconds:.1f} s against {access.url}")
         if report is not None:

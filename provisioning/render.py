@@ -49,6 +49,7 @@ from provisioning.spec import (
     FRESHNESS_UNIT,
     HEALTHCHECK_TIMER,
     HEALTHCHECK_UNIT,
+    HOST_CONFIG,
     LITESTREAM_CONFIG,
     LITESTREAM_RUNTIME_DIR,
     LITESTREAM_SOCKET,
@@ -59,6 +60,7 @@ from provisioning.spec import (
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
     RESTORE_UNIT,
+    SECRETS_ENV_FILE,
     SECRETS_UNIT,
     SHELL_IDLE_TIMEOUT,
     WORKSPACE_DIR,
@@ -171,7 +173,7 @@ def _host_config(spec: HostSpec, target: Target) -> str:
         "health_url": f"http://127.0.0.1:{BACKEND_PORT}/health",
         "health_timeout_seconds": spec.health_timeout_seconds,
         "keep_releases": spec.keep_releases,
-        "env_file": f"{CONFIG_DIR}/backend.env",
+        "env_file": SECRETS_ENV_FILE,
         "hostname": spec.hostname,
         "app_user": APP_USER,
         "database": DATABASE,
@@ -284,7 +286,7 @@ def managed_files(spec: HostSpec, target: Target) -> tuple[ManagedFile, ...]:
                     tpl("choiros-healthcheck.timer.j2")),
         # Readable by the services that run as the app user; the kitchen's holds test keys.
         ManagedFile(LITESTREAM_CONFIG, tpl("litestream.yml.j2"), mode=0o640, group=APP_USER),
-        ManagedFile(f"{CONFIG_DIR}/host.json", _host_config(spec, target)),
+        ManagedFile(HOST_CONFIG, _host_config(spec, target)),
         ManagedFile(CONVERGE_SCRIPT, tpl("choiros-converge.sh.j2"), mode=0o755),
     ]
     tools = host_tool_files()

@@ -33,6 +33,10 @@ METADATA_ADDRESSES: tuple[str, ...] = ("169.254.169.254", "fd00:ec2::254")
 # its own port (an image that resolves names through it would otherwise leave it no DNS).
 DNS_STUB_ADDRESS = "127.0.0.53"
 SECRETS_UNIT = "choiros-secrets.service"
+# The host tools' config, and the backend's EnvironmentFile that the secrets unit writes the
+# SSM values into: the only file on the host holding the stack's secrets.
+HOST_CONFIG = f"{CONFIG_DIR}/host.json"
+SECRETS_ENV_FILE = f"{CONFIG_DIR}/backend.env"
 BACKEND_PORT = 8080
 
 # The backend's SQLite event store, and what keeps it safe: Litestream replicates it to the

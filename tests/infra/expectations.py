@@ -27,6 +27,7 @@ from provisioning.spec import (
     CONFIG_DIR,
     OPEN_TCP_PORTS,
     REQUIRED_UNITS,
+    SECRETS_ENV_FILE,
     SECRETS_UNIT,
     HostSpec,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_BACKEND_EXPOSURE",
     "OPEN_TCP_PORTS",
     "RUNNING_UNITS",
+    "SECRETS_ENV_FILE",
     "SECRETS_UNIT",
     "Expectations",
     "for_run",

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from expectations import APP_ROOT, APP_USER, CONFIG_DIR, Expectations
-from host_facts import FileFacts, read_file_facts
+from expectations import APP_ROOT, APP_USER, CONFIG_DIR, SECRETS_ENV_FILE, Expectations
+from host_facts import FileFacts, file_facts_command, read_file_facts
 from testinfra.host import Host
+
+from choiros_infra.expect.probes import HostCommand
 
 DIRECTORY = "directory"
 REGULAR = "regular file"
@@ -20,9 +22,14 @@ LAYOUT: dict[str, tuple[str, int, str]] = {
     f"{APP_ROOT}/data": (DIRECTORY, 0o750, f"{APP_USER}:{APP_USER}"),
     f"{APP_ROOT}/logs": (DIRECTORY, 0o770, f"{APP_USER}:caddy"),
     CONFIG_DIR: (DIRECTORY, 0o750, f"root:{APP_USER}"),
-    f"{CONFIG_DIR}/backend.env": (REGULAR, 0o640, f"root:{APP_USER}"),
+    SECRETS_ENV_FILE: (REGULAR, 0o640, f"root:{APP_USER}"),
 }
 DATABASE = f"{APP_ROOT}/data/events.db"
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    """What verify reads ahead for this module (choiros_infra/verify_batch.py)."""
+    return [file_facts_command([*LAYOUT, DATABASE])]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from expectations import (
     BACKEND_PORT,
     CONFIG_DIR,
     OPEN_TCP_PORTS,
+    SECRETS_ENV_FILE,
     Expectations,
     for_run,
 )
@@ -33,6 +34,7 @@ from testinfra.host import Host
 from choiros_infra.expect.kinds import fail2ban, sshd, ufw
 from choiros_infra.expect.kinds.port import LISTENING, parse_ss_listening
 from choiros_infra.expect.probes import HostCommand
+from choiros_infra.redaction import variable_of
 
 SECURITY_ORIGIN = "-security"
 JAIL_KEYS = ("bantime", "findtime", "maxretry")
@@ -49,6 +51,8 @@ SUDO_RIGHTS = HostCommand("sudo -l -U %s", (APP_USER,))
 PASSWORD_STATUS = HostCommand("passwd --status %s", (APP_USER,))
 APP_ACCOUNT = HostCommand("getent passwd %s", (APP_USER,))
 APP_GROUPS = HostCommand("id -Gn %s", (APP_USER,))
+# The secrets' file by its variable names only: the names before each "=", never a value.
+SECRET_NAMES = HostCommand("sed -n %s %s", ("s/=.*//p", SECRETS_ENV_FILE))
 
 
 def _jail(key: str) -> HostCommand:
@@ -62,7 +66,7 @@ def _world_writable(root: str) -> HostCommand:
 def host_commands(config: pytest.Config) -> list[HostCommand]:
     return [SSHD_T, UFW_STATUS, LISTENING, JAILS, APT_CONFIG, SUDO_RIGHTS, PASSWORD_STATUS,
             APP_ACCOUNT, APP_GROUPS, *(_jail(k) for k in (*JAIL_KEYS, "journalmatch", "actions")),
-            *(_world_writable(root) for root in (APP_ROOT, CONFIG_DIR))]
+            *(_world_writable(root) for root in (APP_ROOT, CONFIG_DIR)), SECRET_NAMES]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -324,6 +328,22 @@ def test_app_user_cannot_log_in(host: Host) -> None:
     assert user.uid < 1000, f"{APP_USER} uid {user.uid} is not a system uid"
     status = host.check_output(*PASSWORD_STATUS).split()
     assert status[1:2] == ["L"], f"passwd --status {APP_USER}: {' '.join(status)}"
+
+
+def test_secrets_file_holds_exactly_the_stacks_secret_names(host: Host,
+                                                            expected: Expectations) -> None:
+    """Runbook: 30-operations/04-security.md#secrets
+
+    backend.env assigns each of the stack's secrets (choiros:secrets) once and nothing else;
+    read by variable names only, so a failure never shows a value.
+    """
+    result = host.run(*SECRET_NAMES)
+    assert result.rc == 0, f"cannot read {SECRETS_ENV_FILE}: {result.stderr.strip()}"
+    found = result.stdout.split()
+    wanted = sorted(variable_of(p) for p in expected.spec.secrets)
+    assert sorted(found) == wanted, (
+        f"{SECRETS_ENV_FILE} assigns {', '.join(sorted(found)) or 'nothing'}; the stack's "
+        f"secrets are {', '.join(wanted) or 'none'}")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from choiros_infra import diagnose, diagnose_cmd
 from choiros_infra.cli import app
 from choiros_infra.diagnose import SECTIONS, Probe, Result, collect, render_markdown
 from choiros_infra.host_access import HostAccess
+from choiros_infra.host_batch import HOST_PROGRAM
 
 pytestmark = pytest.mark.unit
 
@@ -21,12 +23,16 @@ READ_ONLY = {"curl", "journalctl", "systemctl", "tail", "df", "du", "free", "upt
              "ufw", "readlink", "fail2ban-client", "ls"}
 
 
-def _fake(probe: Probe) -> Result:
+def _fake_one(probe: Probe) -> Result:
     if probe.argv[0] == "readlink":
         return Result(probe, 1, "releases/1.0.0\n")
     if probe.argv[0] == "tail" and probe.argv[-1].endswith("backend.log"):
         return Result(probe, 0, "a line with ``` in it\n")
     return Result(probe, 0, f"output of {probe.argv[0]}\n")
+
+
+def _fake(probes: Sequence[Probe]) -> list[Result]:
+    return [_fake_one(p) for p in probes]
 
 
 def test_the_report_has_every_section_in_order_with_a_table_of_contents() -> None:
@@ -61,24 +67,42 @@ def test_every_probe_only_reads() -> None:
                 assert probe.argv[1] == "status", probe
 
 
-def test_the_ssh_runner_quotes_the_command_and_runs_it_through_sudo(
+def test_the_ssh_runner_runs_every_probe_through_sudo_and_the_host_program_at_once(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One SSH round trip: ``sudo -n -- python3 -c HOST_PROGRAM ...``, which here runs for
+    real on this machine in place of the host (ssh's part is left out)."""
     seen: list[list[str]] = []
+    real_run = subprocess.run
+    log = tmp_path / "a b.log"
+    log.write_text("one\ntwo\n")
 
-    def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    def fake_ssh(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         seen.append(argv)
-        return subprocess.CompletedProcess(argv, 0, "ok\n", "")
+        remote = shlex.split(argv[-1])
+        assert remote[:3] == ["sudo", "-n", "--"]
+        return real_run(remote[3:], **kw)
 
-    monkeypatch.setattr(diagnose.subprocess, "run", fake_run)
+    monkeypatch.setattr(diagnose.subprocess, "run", fake_ssh)
     config = tmp_path / "ssh_config"
     config.write_text("")
     run = diagnose.ssh_runner(HostAccess(url="ssh://admin@10.0.0.1", ssh_config=config))
-    result = run(Probe("x", ("tail", "-n", "5", "/opt/choiros/a b.log")))
-    assert result.output == "ok\n" and result.exit_code == 0
-    argv = seen[0]
-    assert argv[:3] == ["ssh", "-F", str(config)] and "admin@10.0.0.1" in argv
-    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "tail", "-n", "5",
-                                     "/opt/choiros/a b.log", "2>&1"]
+    tail, missing = run([Probe("x", ("tail", "-n", "1", str(log))),
+                         Probe("y", ("ls", str(tmp_path / "nothing")))])
+    assert (tail.exit_code, tail.output) == (0, "two\n")
+    assert missing.exit_code == 2 and "No such file" in missing.output  # stderr merged
+    assert len(seen) == 1
+    assert seen[0][:3] == ["ssh", "-F", str(config)] and "admin@10.0.0.1" in seen[0]
+    assert shlex.split(seen[0][-1])[3:6] == ["python3", "-c", HOST_PROGRAM]
+
+
+def test_a_failed_round_trip_gives_every_probe_the_reason(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(diagnose.subprocess, "run", lambda argv, **kw: (
+        subprocess.CompletedProcess(argv, 1, "", "sudo: a password is required")))
+    run = diagnose.ssh_runner(HostAccess(url="ssh://admin@10.0.0.1"))
+    results = run([Probe("x", ("uptime",)), Probe("y", ("free", "-m"))])
+    assert [r.exit_code for r in results] == [255, 255]
+    assert all("a password is required" in r.output for r in results)
 
 
 @pytest.mark.parametrize(("out", "says"), [
