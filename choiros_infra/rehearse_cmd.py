@@ -20,6 +20,7 @@ from choiros_infra import verify_cmd
 from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, fail
 from choiros_infra.host_access import UsageProblem, run_on_host
 from choiros_infra.kitchen_stack import test_secret_value
+from choiros_infra.redaction import Redactor
 from choiros_infra.rehearse import Runbook, coverage, read_runbooks
 from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
 from choiros_infra.runbook_stamp import stamp, valid_label
@@ -156,10 +157,13 @@ def kitchen_host(name: str) -> RehearsalHost:
               "account_id": target.account_id, "bucket": buckets.backups,
               "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
               "version": version, "ssh_key": str(key or "")}
-    # What a step's output must never show: the stack's secret values, the cloud's admin key.
-    secrets = (*(test_secret_value(p) for p in cfg.secrets), aws_env["AWS_SECRET_ACCESS_KEY"])
+    # What a step's output must never show: the stack's secrets (by name, and the kitchen's
+    # values of them) and the kitchen cloud's admin key.
+    redact = Redactor(names=Redactor.for_parameters(cfg.secrets).names,
+                      values=(*(test_secret_value(p) for p in cfg.secrets),
+                              aws_env["AWS_SECRET_ACCESS_KEY"]))
     return RehearsalHost(name, access, target.stack_file,
-                         {k: v for k, v in values.items() if v}, aws_env, secrets)
+                         {k: v for k, v in values.items() if v}, aws_env, redact=redact)
 
 
 @contextlib.contextmanager

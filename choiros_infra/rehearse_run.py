@@ -24,6 +24,7 @@ from pathlib import Path
 
 from choiros_infra.expect import RunbookSyntaxError, parse_file
 from choiros_infra.host_access import HostAccess, UsageProblem, run_on_host
+from choiros_infra.redaction import Redactor
 from choiros_infra.rehearse import (
     Runbook,
     Step,
@@ -37,15 +38,6 @@ from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
 STEP_TIMEOUT = 600.0
 # On the host: present while an earlier rehearsal left it in an unknown state.
 SPOILED = "/var/lib/choiros-rehearse/spoiled"
-REDACTED = "[redacted]"
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every known secret value replaced, before it is shown or stored."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,8 @@ class RehearsalHost:
     stack_file: Path
     values: Mapping[str, str]
     aws_env: Mapping[str, str]
-    secrets: tuple[str, ...] = ()
+    # Applied to every step's output before it is shown or stored (choiros_infra.redaction).
+    redact: Redactor = field(default_factory=Redactor)
     # How a command reaches the host: over SSH (None), or given (a test's own machine).
     transport: Callable[[list[str], float], tuple[int, str]] | None = None
     spoiled_mark: str = SPOILED
@@ -127,7 +120,7 @@ class Rehearsal:
             status, output = self._step(step, env)
             self.say(f"  exit {status} after {time.monotonic() - started:.1f} s")
             if status != 0:
-                output = redact(output, self.host.secrets)
+                output = self.host.redact(output)
                 result.failure = locate_failure(step, status, output)
                 return result
         if has_expectations(runbook.path):

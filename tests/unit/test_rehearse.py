@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from choiros_infra.cli import app
 from choiros_infra.host_access import HostAccess
+from choiros_infra.redaction import MASK, Redactor
 from choiros_infra.rehearse import (
     Step,
     coverage,
@@ -20,7 +21,7 @@ from choiros_infra.rehearse import (
     read_runbooks,
     script,
 )
-from choiros_infra.rehearse_run import Rehearsal, RehearsalHost, redact
+from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
 
 pytestmark = pytest.mark.unit
@@ -132,12 +133,7 @@ def test_a_failing_pipeline_fails_a_step_and_a_stopped_writer_does_not() -> None
     assert "never" not in done.stdout
 
 
-def test_redaction_hides_secret_values() -> None:
-    assert redact("key=kitchen-test-value-for-X ok", ["kitchen-test-value-for-X"]) == (
-        "key=[redacted] ok")
-
-
-def local_host(tmp_path: Path) -> RehearsalHost:
+def local_host(tmp_path: Path, redact: Redactor | None = None) -> RehearsalHost:
     """A rehearsal host whose "host" is this machine (bash here instead of over SSH)."""
     def transport(argv: list[str], timeout: float) -> tuple[int, str]:
         argv = argv[1:] if argv[0] == "sudo" else argv
@@ -147,7 +143,8 @@ def local_host(tmp_path: Path) -> RehearsalHost:
 
     return RehearsalHost("local", HostAccess("ssh://admin@127.0.0.1"), PROJECT_ROOT /
                          "Pulumi.example.yaml", {"name": "local", "stack": "example"}, {},
-                         transport=transport, spoiled_mark=str(tmp_path / "spoiled"))
+                         transport=transport, spoiled_mark=str(tmp_path / "spoiled"),
+                         redact=redact or Redactor())
 
 
 def test_a_broken_step_fails_the_rehearsal_at_its_line(tmp_path: Path) -> None:
@@ -196,3 +193,18 @@ def test_a_missing_runbook_is_refused() -> None:
     result = CliRunner().invoke(app, ["rehearse", "docs/runbooks/no-such.md", "--list"])
     assert result.exit_code == 2
     assert "Error:" in result.output and "does not exist" in result.output
+
+
+def test_a_failing_steps_output_is_redacted(tmp_path: Path) -> None:
+    path = write(tmp_path, "## S\n\n```sh rehearse host\necho token kitchen-test-value-for-KEY\n"
+                 "echo OPENAI_API_KEY=sk-live-123456\nfalse\n```\n")
+    runbook = read_runbook(path, "x.md")
+    redact = Redactor(names=frozenset({"OPENAI_API_KEY"}),
+                      values=("kitchen-test-value-for-KEY",))
+    rehearsal = Rehearsal(local_host(tmp_path, redact), say=lambda _text: None,
+                          check=lambda _h, _p: 0)
+    assert rehearsal.run([runbook]) is False
+    failure = rehearsal.results[0].failure
+    assert failure is not None and failure.line == 6
+    assert "kitchen-test-value-for-KEY" not in failure.tail and "sk-live" not in failure.tail
+    assert f"token {MASK}" in failure.tail and f"OPENAI_API_KEY={MASK}" in failure.tail
