@@ -1,8 +1,10 @@
 """The stack configuration: read once, validated in one place, frozen.
 
-Every key lives in the ``choiros`` namespace of a Pulumi stack file. Validation happens before
-any resource is declared, so a bad value never reaches AWS; every refusal is a ``ConfigError``
-that names the key, the value, what is wrong and how to fix it.
+Every key lives in the ``choiros`` namespace of a Pulumi stack file and has one row in
+``SETTINGS`` (its kind, description, fix, reader, bounds); the documentation and Pulumi.yaml are
+generated from that table. Validation happens before any resource is declared, so a bad value
+never reaches AWS; every refusal is a ``ConfigError`` that names the key, the value, what is
+wrong and how to fix it.
 
 This module imports nothing from Pulumi at import time: ``plan``, ``render`` and the kitchen
 read stack files through :func:`load_stack_file` without a Pulumi engine.
@@ -14,9 +16,9 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import yaml
 
@@ -47,11 +49,11 @@ _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/(mrk-[0-9a
 # Top-level keys a Pulumi stack file may hold besides config: (the CLI writes them).
 _STACK_FILE_KEYS = frozenset({"config", "secretsprovider", "encryptedkey", "encryptionsalt",
                               "environment"})
-# Keys whose value is a list: the Pulumi CLI sets those element by element with --path.
-LIST_KEYS = frozenset({"admin_cidrs", "secrets"})
 # S3 objects take at most 10 tags; every resource gets project, stack, managed-by and Name.
 MAX_USER_TAGS = 6
 _WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# A key's reader: (key, raw value, the fix a refusal suggests) -> the StackConfig field's value.
+Reader = Callable[[str, object, str], Any]
 
 
 class ConfigError(ValueError):
@@ -163,7 +165,7 @@ def _integer(key: str, raw: object, low: int, high: int, fix: str) -> int:
     return number
 
 
-# --------------------------------------------------------------------------- key validators
+# --------------------------------------------------------------------------- key readers
 
 
 def aws_regions() -> frozenset[str]:
@@ -174,92 +176,71 @@ def aws_regions() -> frozenset[str]:
     return frozenset(r for p in endpoints["partitions"] for r in p["regions"])
 
 
-def _region(raw: object) -> str:
-    fix = "set choiros:region to an AWS region such as eu-west-1"
-    region = _text("region", raw, fix)
+def _region(key: str, raw: object, fix: str) -> str:
+    region = _text(key, raw, fix)
     if region not in aws_regions():
-        raise ConfigError("region", raw, "is not an AWS region", fix)
+        raise ConfigError(key, raw, "is not an AWS region", fix)
     return region
 
 
-def _ami(raw: object) -> str:
-    fix = ("pin an image id such as ami-0123456789abcdef0 (choiros-infra plan prints the "
-           "newest Debian 12 image when this key is unset)")
-    value = _text("ami", raw, fix)
-    if not _AMI_ID.fullmatch(value):
-        raise ConfigError("ami", raw, "is not an AMI id", fix)
-    return value
+def _matching(pattern: re.Pattern[str], problem: str) -> Reader:
+    """A reader of a string the whole of which must match ``pattern``."""
+
+    def read(key: str, raw: object, fix: str) -> str:
+        value = _text(key, raw, fix)
+        if not pattern.fullmatch(value):
+            raise ConfigError(key, raw, problem, fix)
+        return value
+
+    return read
 
 
-def _kms_key(raw: object) -> str:
-    fix = ("use the key's ARN, arn:aws:kms:REGION:ACCOUNT:key/ID, or leave it unset for "
-           "parameters encrypted with the AWS managed key aws/ssm")
-    value = _text("secrets_kms_key", raw, fix)
-    if not _KMS_KEY_ARN.fullmatch(value):
-        raise ConfigError("secrets_kms_key", raw, "is not a KMS key ARN", fix)
-    return value
-
-
-def _subnet_id(raw: object) -> str:
-    fix = "use the id of a public subnet of your VPC, e.g. subnet-0123456789abcdef0"
-    value = _text("subnet_id", raw, fix)
-    if not _SUBNET_ID.fullmatch(value):
-        raise ConfigError("subnet_id", raw, "is not a subnet id", fix)
-    return value
-
-
-def _instance_type(raw: object) -> str:
-    fix = "use an EC2 instance type name such as c5.large or t3.medium"
-    value = _text("instance_type", raw, fix)
+def _instance_type(key: str, raw: object, fix: str) -> str:
+    value = _text(key, raw, fix)
     if not _INSTANCE_TYPE.fullmatch(value):
-        raise ConfigError("instance_type", raw, "is not an EC2 instance type name", fix)
+        raise ConfigError(key, raw, "is not an EC2 instance type name", fix)
     if _ARM_FAMILY.match(value):
-        raise ConfigError("instance_type", raw, "is an Arm (Graviton) type; the images and "
+        raise ConfigError(key, raw, "is an Arm (Graviton) type; the images and "
                           "release binaries are amd64", "use an x86 type such as c5.large")
     return value
 
 
-def _os(raw: object) -> OsName:
+def _os(key: str, raw: object, fix: str) -> OsName:
     if raw == "ubuntu-22.04":
-        raise ConfigError("os", raw, "is not supported: the host tools need Python 3.11 "
+        raise ConfigError(key, raw, "is not supported: the host tools need Python 3.11 "
                           "(Ubuntu 22.04 has 3.10) and the kitchen cannot boot Ubuntu to prove it",
                           "use debian-12 (the default), or remove choiros:os")
     if raw != "debian-12":
-        raise ConfigError("os", raw, "is not a supported operating system",
-                          "use debian-12 (the default, what the kitchen tests)")
+        raise ConfigError(key, raw, "is not a supported operating system", fix)
     return "debian-12"
 
 
-def _admin_cidrs(raw: object, allow_world: bool) -> tuple[str, ...]:
-    fix = "list the networks operators SSH from, e.g. [203.0.113.7/32]"
-    cidrs = _string_list("admin_cidrs", raw, fix)
+def _admin_cidrs(key: str, raw: object, fix: str) -> tuple[str, ...]:
+    """The networks, normalised; whether the whole internet may be one of them is
+    :func:`_check_world_ssh`'s question (it depends on allow_world_ssh)."""
+    cidrs = _string_list(key, raw, fix)
     if not cidrs:
-        raise ConfigError("admin_cidrs", raw, "must name at least one network", fix)
+        raise ConfigError(key, raw, "must name at least one network", fix)
     normal: list[str] = []
     for cidr in cidrs:
         try:
             network = ipaddress.ip_network(cidr, strict=True)
         except ValueError as exc:
-            raise ConfigError("admin_cidrs", cidr, f"is not a valid CIDR ({exc})",
+            raise ConfigError(key, cidr, f"is not a valid CIDR ({exc})",
                               "write an address with its prefix length: 203.0.113.7/32") from None
-        if network in _WORLD and not allow_world:
-            raise ConfigError("admin_cidrs", cidr, "opens SSH to the whole internet",
-                              "list your own networks, or set choiros:allow_world_ssh: true "
-                              "if you really mean it")
         normal.append(str(network))
     return tuple(normal)
 
 
-def _ssh_public_key(raw: object) -> str:
-    fix = "paste one line of ~/.ssh/id_ed25519.pub (type, base64 key, optional comment)"
-    key = _text("ssh_public_key", raw, fix)
-    parts = key.split()
+def _ssh_public_key(key: str, raw: object, fix: str) -> str:
+    value = _text(key, raw, fix)
+    parts = value.split()
     if parts and parts[0].startswith(_SSH_KEY_TYPES_REFUSED):
-        raise ConfigError("ssh_public_key", raw, f"is a {parts[0]} key, which EC2 key pairs "
+        raise ConfigError(key, raw, f"is a {parts[0]} key, which EC2 key pairs "
                           "refuse (they take ed25519 and RSA of 2048 bits or more)",
                           "use an ed25519 key: ssh-keygen -t ed25519, then paste the .pub line")
-    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES or "\n" in key:
-        raise ConfigError("ssh_public_key", raw, "is not an OpenSSH public key", fix)
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES or "\n" in value:
+        raise ConfigError(key, raw, "is not an OpenSSH public key", fix)
     import base64
     import binascii
     import struct
@@ -269,17 +250,16 @@ def _ssh_public_key(raw: object) -> str:
         (length,) = struct.unpack(">I", blob[:4])
         embedded = blob[4 : 4 + length].decode("ascii")
     except (binascii.Error, struct.error, UnicodeDecodeError):
-        raise ConfigError("ssh_public_key", raw, "has a corrupt base64 key body", fix) from None
+        raise ConfigError(key, raw, "has a corrupt base64 key body", fix) from None
     if embedded != parts[0]:
-        raise ConfigError("ssh_public_key", raw,
-                          f"says {parts[0]} but its key body is {embedded!r}", fix)
+        raise ConfigError(key, raw, f"says {parts[0]} but its key body is {embedded!r}", fix)
     if embedded == "ssh-rsa":
         bits = _rsa_bits(blob[4 + length:])
         if bits < MIN_RSA_BITS:
-            raise ConfigError("ssh_public_key", raw, f"is a {bits}-bit RSA key; EC2 key pairs "
+            raise ConfigError(key, raw, f"is a {bits}-bit RSA key; EC2 key pairs "
                               f"need at least {MIN_RSA_BITS} bits",
                               "use an ed25519 key: ssh-keygen -t ed25519")
-    return key
+    return value
 
 
 def _rsa_bits(fields_blob: bytes) -> int:
@@ -295,109 +275,196 @@ def _rsa_bits(fields_blob: bytes) -> int:
     return int.from_bytes(mpints[1], "big").bit_length()
 
 
-def _domain(raw: object) -> str:
-    fix = "use a DNS name such as choir.example.com, without scheme or path"
-    name = _text("domain", raw, fix).lower().rstrip(".")
+def _domain(key: str, raw: object, fix: str) -> str:
+    name = _text(key, raw, fix).lower().rstrip(".")
     labels = name.split(".")
     if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.match(lb) for lb in labels):
-        raise ConfigError("domain", raw, "is not a valid DNS name", fix)
+        raise ConfigError(key, raw, "is not a valid DNS name", fix)
     return name
 
 
-def _email(key: str, raw: object) -> str:
-    fix = f"set {NAMESPACE}:{key} to an address such as ops@example.com"
+def _email(key: str, raw: object, fix: str) -> str:
     value = _text(key, raw, fix)
     if not _EMAIL.fullmatch(value):
         raise ConfigError(key, raw, "is not a valid email address", fix)
     return value
 
 
-def _secrets(raw: object) -> tuple[str, ...]:
-    fix = "list SSM parameter names such as /choiros/prod/OPENAI_API_KEY (names only, never values)"
-    names = _string_list("secrets", raw, fix)
+def _secrets(key: str, raw: object, fix: str) -> tuple[str, ...]:
+    names = _string_list(key, raw, fix)
     for name in names:
         last = name.rstrip("/").rsplit("/", 1)[-1]
         if not _SSM_NAME.fullmatch(name) or name.startswith("aws") or name.startswith("ssm"):
-            raise ConfigError("secrets", name, "is not a valid SSM parameter name", fix)
+            raise ConfigError(key, name, "is not a valid SSM parameter name", fix)
         if not _ENV_NAME.fullmatch(last):
-            raise ConfigError("secrets", name,
+            raise ConfigError(key, name,
                               f"ends in {last!r}, which cannot be an environment variable name",
                               "end the parameter name with the variable it fills, e.g. .../API_KEY")
         if "=" in name or any(c.isspace() for c in name):
-            raise ConfigError("secrets", name, "looks like a value, not a parameter name", fix)
+            raise ConfigError(key, name, "looks like a value, not a parameter name", fix)
     if len(set(names)) != len(names):
-        raise ConfigError("secrets", raw, "names a parameter twice", "list each parameter once")
+        raise ConfigError(key, raw, "names a parameter twice", "list each parameter once")
     return names
 
 
-def _tags(raw: object) -> tuple[tuple[str, str], ...]:
-    fix = "write tags as a mapping of short strings, e.g. {owner: ops}"
-    value = _structured("tags", raw)
+def _tags(key: str, raw: object, fix: str) -> tuple[tuple[str, str], ...]:
+    value = _structured(key, raw)
     if not isinstance(value, dict):
-        raise ConfigError("tags", raw, "must be a mapping of tag names to values", fix)
+        raise ConfigError(key, raw, "must be a mapping of tag names to values", fix)
     pairs: list[tuple[str, str]] = []
-    for key, val in sorted(value.items()):
-        if not isinstance(key, str) or not _TAG_KEY.match(key) or key.startswith("aws:"):
-            raise ConfigError("tags", key, "is not a valid tag name", fix)
-        if key in ("project", "stack", "managed-by"):
-            raise ConfigError("tags", key, "is set by this program itself", "remove it from tags")
+    for name, val in sorted(value.items()):
+        if not isinstance(name, str) or not _TAG_KEY.match(name) or name.startswith("aws:"):
+            raise ConfigError(key, name, "is not a valid tag name", fix)
+        if name in ("project", "stack", "managed-by"):
+            raise ConfigError(key, name, "is set by this program itself", "remove it from tags")
         if not isinstance(val, str | int) or len(str(val)) > 256:
-            raise ConfigError("tags", {key: val}, "tag values must be strings of at most 256", fix)
+            raise ConfigError(key, {name: val}, "tag values must be strings of at most 256", fix)
         if not _TAG_VALUE.fullmatch(str(val)):
-            raise ConfigError("tags", {key: val}, "has a character AWS refuses in tag values",
+            raise ConfigError(key, {name: val}, "has a character AWS refuses in tag values",
                               "use only letters, digits, spaces and _ . : / = + - @")
-        pairs.append((key, str(val)))
+        pairs.append((name, str(val)))
     if len(pairs) > MAX_USER_TAGS:
-        raise ConfigError("tags", raw, f"has {len(pairs)} tags; at most {MAX_USER_TAGS} fit",
+        raise ConfigError(key, raw, f"has {len(pairs)} tags; at most {MAX_USER_TAGS} fit",
                           "S3 objects (the host's artifacts) take at most 10 tags, and this "
                           "program adds project, stack, managed-by and Name: drop some")
     return tuple(pairs)
 
 
-def _tls_mode(raw: object, domain: str | None) -> TlsMode:
+def _tls_mode(key: str, raw: object, fix: str) -> TlsMode:
+    """One of the modes; that acme needs a domain is :func:`parse_config`'s question."""
     if raw not in get_args(TlsMode):
-        raise ConfigError("tls_mode", raw, "must be acme, internal or off",
-                          "leave it unset: acme when a domain is set, off otherwise")
-    if raw == "acme" and domain is None:
-        raise ConfigError("tls_mode", raw, "needs choiros:domain for a certificate",
-                          "set choiros:domain, or use tls_mode internal or off")
+        raise ConfigError(key, raw, "must be acme, internal or off", fix)
     return cast(TlsMode, raw)
 
 
-# --------------------------------------------------------------------------- the parser
+# --------------------------------------------------------------------------- the table
 
-KEYS: dict[str, str] = {
-    "region": "AWS region the host and its buckets live in, e.g. eu-west-1.",
-    "instance_type": "EC2 instance type (default c5.large, the runbook's size).",
-    "os": "Operating system: debian-12 (the only one supported: what the kitchen tests).",
-    "ami": "AMI id the host boots, pinned; unset, the newest official Debian 12 image (plan "
-    "prints it). A new value replaces the host.",
-    "subnet_id": "Subnet the host lives in (its VPC follows); required where the account has "
-    "no default VPC. A new value replaces the host.",
-    "root_volume_gb": "Root volume size in GiB, gp3, encrypted; at least 20 (default 20).",
-    "admin_cidrs": "Networks allowed to reach SSH (22/tcp), as a list of CIDRs. Required.",
-    "allow_world_ssh": "Set true to allow 0.0.0.0/0 or ::/0 in admin_cidrs (default false).",
-    "ssh_public_key": "OpenSSH public key for the EC2 key pair (user admin). Required.",
-    "domain": "DNS name of the site; enables automatic HTTPS and HSTS. Optional.",
-    "acme_email": "Contact address for Let's Encrypt; required when domain is set.",
-    "tls_mode": "Caddy TLS: acme (default with a domain), internal (self-signed), off (default).",
-    "alert_email": "Address subscribed to the alarm topic. Optional.",
-    "backup_retention_days": "Days old backup versions are kept (default 30, 1..3650).",
-    "backup_sync_interval_seconds": "Seconds between database replication uploads to S3, the "
-    "most data a lost host can lose (default 1, 1..300; busy: ~2.8M PUTs a month at 1).",
-    "secrets": "SSM parameter names the app needs (names only); fetched at boot into backend.env.",
-    "secrets_kms_key": "ARN of the customer-managed KMS key the secrets are encrypted with; unset "
-    "for the AWS managed key aws/ssm (no kms:Decrypt in the role then).",
-    "tags": "Extra tags for every resource, as a mapping.",
-    "termination_protection": "Protect the instance from API termination (default false).",
-    "keep_releases": "Releases kept under /opt/choiros/releases (default 5, at least 2).",
-    "alarm_disk_percent": "Alarm when /, the data or the log filesystem is fuller than this for "
-    "5 minutes (percent, default 80, 50..99).",
-    "alarm_memory_percent": "Alarm when memory use is above this for 5 minutes (percent, "
-    "default 90, 50..99).",
-    "alarm_unhealthy_minutes": "Alarm when the health check fails this many of the last N+2 "
-    "minutes, or stops reporting (default 3, 1..30).",
+Kind = Literal["string", "integer", "boolean", "array", "mapping"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``choiros:`` key: what its value is, how it is read, what a refusal suggests and what
+    it means.
+
+    ``read`` is the reader of a string, list or mapping; integers are read against ``bounds``
+    and booleans as true/false, by their kind. The default is StackConfig's field default
+    (``default_note`` says it in words when it follows from other keys). The README's and the
+    reference runbook's configuration table and Pulumi.yaml's config section are generated from
+    this table (infra/config_reference.py; a unit test fails when they drift).
+    """
+
+    kind: Kind
+    description: str
+    fix: str = ""
+    read: Reader | None = None
+    bounds: tuple[int, int] | None = None
+    required: bool = False
+    default_note: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """The description, with the range an integer takes."""
+        if self.bounds is None:
+            return self.description
+        low, high = self.bounds
+        return f"{self.description} Range: {low}..{high}."
+
+    def value(self, key: str, raw: object) -> Any:
+        """The StackConfig field's value of a raw value that is set, or ConfigError."""
+        if self.kind == "integer":
+            assert self.bounds is not None, key
+            return _integer(key, raw, *self.bounds, self.fix)
+        if self.kind == "boolean":
+            return _boolean(key, raw)
+        assert self.read is not None, key
+        return self.read(key, raw, self.fix)
+
+
+SETTINGS: dict[str, Setting] = {
+    "region": Setting(
+        "string", "AWS region the host and its buckets live in, e.g. eu-west-1.",
+        "set choiros:region to an AWS region such as eu-west-1", _region, required=True),
+    "instance_type": Setting(
+        "string", "EC2 instance type; the default is the runbook's size.",
+        "use an EC2 instance type name such as c5.large or t3.medium", _instance_type),
+    "os": Setting(
+        "string", "Operating system: debian-12 (the only one supported: what the kitchen tests).",
+        "use debian-12 (the default, what the kitchen tests)", _os),
+    "ami": Setting(
+        "string", "AMI id the host boots, pinned; unset, the newest official Debian 12 image "
+        "(plan prints it). A new value replaces the host.",
+        "pin an image id such as ami-0123456789abcdef0 (choiros-infra plan prints the newest "
+        "Debian 12 image when this key is unset)", _matching(_AMI_ID, "is not an AMI id")),
+    "subnet_id": Setting(
+        "string", "Subnet the host lives in (its VPC follows); required where the account has "
+        "no default VPC. A new value replaces the host.",
+        "use the id of a public subnet of your VPC, e.g. subnet-0123456789abcdef0",
+        _matching(_SUBNET_ID, "is not a subnet id")),
+    "root_volume_gb": Setting(
+        "integer", "Root volume size in GiB, gp3, encrypted; the default is the runbook's size.",
+        "use at least 20 (GiB), the runbook's size", bounds=(20, 16384)),
+    "admin_cidrs": Setting(
+        "array", "Networks allowed to reach SSH (22/tcp), as a list of CIDRs. Required.",
+        "list the networks operators SSH from, e.g. [203.0.113.7/32]", _admin_cidrs,
+        required=True),
+    "allow_world_ssh": Setting(
+        "boolean", "Set true to allow 0.0.0.0/0 or ::/0 in admin_cidrs."),
+    "ssh_public_key": Setting(
+        "string", "OpenSSH public key for the EC2 key pair (user admin). Required.",
+        "paste one line of ~/.ssh/id_ed25519.pub (type, base64 key, optional comment)",
+        _ssh_public_key, required=True),
+    "domain": Setting(
+        "string", "DNS name of the site; enables automatic HTTPS and HSTS. Optional.",
+        "use a DNS name such as choir.example.com, without scheme or path", _domain),
+    "acme_email": Setting(
+        "string", "Contact address for Let's Encrypt; required when domain is set.",
+        "set choiros:acme_email to an address such as ops@example.com", _email),
+    "tls_mode": Setting(
+        "string", "Caddy TLS: acme (a Let's Encrypt certificate), internal (self-signed) or "
+        "off.", "leave it unset: acme when a domain is set, off otherwise", _tls_mode,
+        default_note="`acme` with a domain, else `off`"),
+    "alert_email": Setting(
+        "string", "Address subscribed to the alarm topic. Optional.",
+        "set choiros:alert_email to an address such as ops@example.com", _email),
+    "backup_retention_days": Setting(
+        "integer", "Days old backup versions are kept.", "use a number of days such as 30",
+        bounds=(1, 3650)),
+    "backup_sync_interval_seconds": Setting(
+        "integer", "Seconds between database replication uploads to S3, the most data a lost "
+        "host can lose; a busy host makes about 2.8M PUTs a month at 1.",
+        "use a few seconds such as 1 (each second costs S3 PUTs, see the config reference)",
+        bounds=(1, 300)),
+    "secrets": Setting(
+        "array", "SSM parameter names the app needs (names only); fetched at boot into "
+        "backend.env.", "list SSM parameter names such as /choiros/prod/OPENAI_API_KEY (names "
+        "only, never values)", _secrets),
+    "secrets_kms_key": Setting(
+        "string", "ARN of the customer-managed KMS key the secrets are encrypted with; unset for "
+        "the AWS managed key aws/ssm (no kms:Decrypt in the role then).",
+        "use the key's ARN, arn:aws:kms:REGION:ACCOUNT:key/ID, or leave it unset for "
+        "parameters encrypted with the AWS managed key aws/ssm",
+        _matching(_KMS_KEY_ARN, "is not a KMS key ARN")),
+    "tags": Setting(
+        "mapping", "Extra tags for every resource, as a mapping.",
+        "write tags as a mapping of short strings, e.g. {owner: ops}", _tags),
+    "termination_protection": Setting(
+        "boolean", "Protect the instance from API termination."),
+    "keep_releases": Setting(
+        "integer", "Releases kept under /opt/choiros/releases.",
+        "keep at least 2 (current and previous)", bounds=(2, 100)),
+    "alarm_disk_percent": Setting(
+        "integer", "Alarm when /, the data or the log filesystem is fuller than this for 5 "
+        "minutes, in percent.", "use a percentage such as 80", bounds=(50, 99)),
+    "alarm_memory_percent": Setting(
+        "integer", "Alarm when memory use is above this for 5 minutes, in percent.",
+        "use a percentage such as 90", bounds=(50, 99)),
+    "alarm_unhealthy_minutes": Setting(
+        "integer", "Alarm when the health check fails this many of the last N+2 minutes, or "
+        "stops reporting.", "use a few minutes such as 3", bounds=(1, 30)),
 }
+# Keys whose value is a list: the Pulumi CLI sets those element by element with --path.
+LIST_KEYS = frozenset(key for key, setting in SETTINGS.items() if setting.kind == "array")
 
 
 # Keys that existed once, with the way off them.
@@ -408,83 +475,51 @@ REMOVED_KEYS: dict[str, str] = {
 }
 
 
+# --------------------------------------------------------------------------- the parser
+
+
 def parse_config(values: Mapping[str, object], stack: str) -> StackConfig:
-    """Validate raw values (keys without the namespace) into a StackConfig, or raise ConfigError."""
+    """Validate raw values (keys without the namespace) into a StackConfig, or raise ConfigError.
+
+    Every key is read by its row of SETTINGS, in the table's order; then the rules that join
+    two keys: acme_email with a domain, admin_cidrs with allow_world_ssh, tls_mode's default
+    and acme with a domain."""
     if removed := sorted(set(values) & set(REMOVED_KEYS)):
         key = removed[0]
         raise ConfigError(key, values[key], "is no longer a stack setting", REMOVED_KEYS[key])
-    unknown = sorted(set(values) - set(KEYS))
+    unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
         raise ConfigError(unknown[0], values[unknown[0]], "is not a known key",
-                          f"remove it, or use one of: {', '.join(sorted(KEYS))}")
+                          f"remove it, or use one of: {', '.join(sorted(SETTINGS))}")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", stack):
         raise ConfigError("stack", stack, "stack names must be short, lowercase, digits and -",
                           "rename the stack, e.g. production")
-
-    def required(key: str) -> object:
-        if key not in values or values[key] in (None, ""):
-            raise ConfigError(key, None, "is required", set_hint(key))
-        return values[key]
-
-    def optional(key: str, parse: Callable[[object], Any]) -> Any:
+    parsed: dict[str, Any] = {}
+    for key, setting in SETTINGS.items():
         raw = values.get(key)
-        return None if raw in (None, "") else parse(raw)
-
-    allow_world = bool(optional("allow_world_ssh", lambda r: _boolean("allow_world_ssh", r)))
-    domain: str | None = optional("domain", _domain)
-    acme_email: str | None = optional("acme_email", lambda r: _email("acme_email", r))
-    if domain is not None and acme_email is None:
+        if raw not in (None, ""):
+            parsed[key] = setting.value(key, raw)
+        elif setting.required:
+            raise ConfigError(key, None, "is required", set_hint(key))
+    domain = parsed.get("domain")
+    if domain is not None and "acme_email" not in parsed:
         raise ConfigError("acme_email", None, "is required when choiros:domain is set",
                           "set choiros:acme_email to the address Let's Encrypt may write to")
-    defaults = {f.name: f.default for f in fields(StackConfig)}
-    tls_mode: TlsMode = optional("tls_mode", lambda r: _tls_mode(r, domain)) or (
-        "acme" if domain else "off")
+    if not parsed.get("allow_world_ssh"):
+        _check_world_ssh(parsed["admin_cidrs"])
+    if parsed.get("tls_mode") == "acme" and domain is None:
+        raise ConfigError("tls_mode", "acme", "needs choiros:domain for a certificate",
+                          "set choiros:domain, or use tls_mode internal or off")
+    parsed.setdefault("tls_mode", "acme" if domain else "off")
+    return StackConfig(stack=stack, **parsed)
 
-    def default(key: str) -> Any:
-        return defaults[key]
 
-    return StackConfig(
-        stack=stack,
-        region=_region(required("region")),
-        admin_cidrs=_admin_cidrs(required("admin_cidrs"), allow_world),
-        ssh_public_key=_ssh_public_key(required("ssh_public_key")),
-        instance_type=optional("instance_type", _instance_type) or default("instance_type"),
-        os=optional("os", _os) or default("os"),
-        root_volume_gb=optional("root_volume_gb", lambda r: _integer(
-            "root_volume_gb", r, 20, 16384, "use at least 20 (GiB), the runbook's size"))
-        or default("root_volume_gb"),
-        allow_world_ssh=allow_world,
-        domain=domain,
-        acme_email=acme_email,
-        tls_mode=tls_mode,
-        alert_email=optional("alert_email", lambda r: _email("alert_email", r)),
-        backup_retention_days=optional("backup_retention_days", lambda r: _integer(
-            "backup_retention_days", r, 1, 3650, "use a number of days such as 30"))
-        or default("backup_retention_days"),
-        backup_sync_interval_seconds=optional("backup_sync_interval_seconds", lambda r: _integer(
-            "backup_sync_interval_seconds", r, 1, 300,
-            "use a few seconds such as 1 (each second costs S3 PUTs, see the config reference)"))
-        or default("backup_sync_interval_seconds"),
-        secrets=optional("secrets", _secrets) or (),
-        tags=optional("tags", _tags) or (),
-        secrets_kms_key=optional("secrets_kms_key", _kms_key),
-        termination_protection=bool(optional(
-            "termination_protection", lambda r: _boolean("termination_protection", r))),
-        ami=optional("ami", _ami),
-        subnet_id=optional("subnet_id", _subnet_id),
-        keep_releases=optional("keep_releases", lambda r: _integer(
-            "keep_releases", r, 2, 100, "keep at least 2 (current and previous)"))
-        or default("keep_releases"),
-        alarm_disk_percent=optional("alarm_disk_percent", lambda r: _integer(
-            "alarm_disk_percent", r, 50, 99, "use a percentage such as 80"))
-        or default("alarm_disk_percent"),
-        alarm_memory_percent=optional("alarm_memory_percent", lambda r: _integer(
-            "alarm_memory_percent", r, 50, 99, "use a percentage such as 90"))
-        or default("alarm_memory_percent"),
-        alarm_unhealthy_minutes=optional("alarm_unhealthy_minutes", lambda r: _integer(
-            "alarm_unhealthy_minutes", r, 1, 30, "use a few minutes such as 3"))
-        or default("alarm_unhealthy_minutes"),
-    )
+def _check_world_ssh(cidrs: tuple[str, ...]) -> None:
+    for cidr in cidrs:
+        if ipaddress.ip_network(cidr) in _WORLD:
+            raise ConfigError("admin_cidrs", cidr, "opens SSH to the whole internet",
+                              "list your own networks, or set choiros:allow_world_ssh: true "
+                              "if you really mean it")
 
 
 def set_hint(key: str) -> str:
@@ -581,7 +616,7 @@ def from_pulumi() -> StackConfig:
 
     values: dict[str, object] = {}
     config = pulumi.Config(NAMESPACE)
-    for key in (*KEYS, *REMOVED_KEYS):  # a removed key is refused, not silently ignored
+    for key in (*SETTINGS, *REMOVED_KEYS):  # a removed key is refused, not silently ignored
         raw = config.get(key)
         if raw is not None:
             values[key] = raw

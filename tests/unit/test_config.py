@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sample_stack import BASE, ED25519_KEY, stack_config
 
-from infra.config import KEYS, ConfigError, load_stack_file, parse_config
+from infra.config import SETTINGS, ConfigError, load_stack_file, parse_config
 
 pytestmark = pytest.mark.unit
 
@@ -142,7 +142,7 @@ def test_a_bad_value_is_refused_naming_the_key_and_a_fix(
 
 
 def test_every_key_has_bad_values_in_the_table() -> None:
-    assert {key for key, _, _ in BAD} == set(KEYS)
+    assert {key for key, _, _ in BAD} == set(SETTINGS)
 
 
 @pytest.mark.parametrize("key", ["region", "admin_cidrs", "ssh_public_key"])
@@ -316,3 +316,18 @@ def test_an_aws_region_that_disagrees_is_refused(tmp_path: Path, aws_region: str
 def test_an_aws_region_that_agrees_is_accepted(tmp_path: Path) -> None:
     text = EXAMPLE.read_text() + "  aws:region: eu-west-1\n"
     assert load_stack_file(write_stack(tmp_path, text)).region == "eu-west-1"
+
+
+INTEGERS = [(key, s.bounds) for key, s in SETTINGS.items() if s.kind == "integer"]
+
+
+@pytest.mark.parametrize(("key", "bounds"), INTEGERS, ids=[k for k, _ in INTEGERS])
+def test_integer_keys_take_exactly_their_tables_bounds(key: str, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    assert getattr(stack_config(**{key: low}), key) == low
+    assert getattr(stack_config(**{key: str(high)}), key) == high
+    for outside in (low - 1, high + 1):
+        with pytest.raises(ConfigError) as refused:
+            stack_config(**{key: outside})
+        assert refused.value.problem == f"must be between {low} and {high}"
+        assert refused.value.fix == SETTINGS[key].fix

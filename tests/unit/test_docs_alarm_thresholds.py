@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import KEYS, StackConfig
+from infra.config import SETTINGS, StackConfig
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +30,7 @@ def test_the_runbook_states_every_alarm_threshold_default(runbook: str) -> None:
     text = (RUNBOOKS / runbook).read_text()
     stated = {key: int(value) for key, value in ROW.findall(text)}
     defaults = _defaults()
-    assert set(defaults) <= set(KEYS), "every alarm_* field is a stack config key"
+    assert set(defaults) <= set(SETTINGS), "every alarm_* field is a stack config key"
     assert stated == defaults, f"{runbook} states {stated}, the config defaults are {defaults}"
 
 

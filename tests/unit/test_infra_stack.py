@@ -14,7 +14,7 @@ import pytest
 import yaml
 from sample_stack import stack_config
 
-from infra.config import KEYS, load_stack_file, namespaced, parse_config, read_stack_file
+from infra.config import SETTINGS, load_stack_file, namespaced, parse_config, read_stack_file
 from infra.preview import Declared, Recorder, one
 from infra.stack import OUTPUTS, build
 
@@ -148,9 +148,9 @@ def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads_with_their_desc
     declared = project_config()
     assert all(key.startswith("choiros:") for key in declared), sorted(declared)
     keys = {key.removeprefix("choiros:") for key in declared}
-    assert keys == set(KEYS), f"missing {set(KEYS) - keys}, unknown {keys - set(KEYS)}"
+    assert keys == set(SETTINGS), f"missing {set(SETTINGS) - keys}, unknown {keys - set(SETTINGS)}"
     for key, spec in declared.items():
-        assert spec["description"] == KEYS[key.removeprefix("choiros:")], key
+        assert spec["description"] == SETTINGS[key.removeprefix("choiros:")].summary, key
 
 
 def test_pulumi_yaml_project_settings() -> None:
@@ -209,7 +209,7 @@ def test_the_example_stack_is_valid_and_mentions_every_key() -> None:
     assert cfg.admin_cidrs == ("203.0.113.7/32",)
     assert cfg.domain is None
     text = EXAMPLE.read_text(encoding="utf-8")
-    unmentioned = [key for key in KEYS if f"choiros:{key}:" not in text]
+    unmentioned = [key for key in SETTINGS if f"choiros:{key}:" not in text]
     assert not unmentioned, f"Pulumi.example.yaml does not show {unmentioned}"
 
 
