@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from choiros_infra.diagnose import collect, render_markdown, ssh_runner
-from choiros_infra.errors import EXIT_OK, EXIT_UNUSABLE
+from choiros_infra.errors import EXIT_OK, refusals, refuse
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
@@ -39,7 +39,6 @@ from choiros_infra.options import (
 )
 from choiros_infra.redaction import Redactor, variable_of
 from choiros_infra.stack_target import resolve
-from infra.config import ConfigError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -53,9 +52,6 @@ HELP = (
 )
 
 
-def _problem(problem: str, fix: str) -> int:
-    stderr.print(f"[red]Error:[/red] {escape(problem)}\n[bold]Try:[/bold] {escape(fix)}")
-    return EXIT_UNUSABLE
 
 
 def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = None,
@@ -64,8 +60,8 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
     lost to a bad path. ``secrets``: the stack's SSM parameter names, when known (the host
     masks the values it holds either way; these names' assignments are masked too)."""
     if out is not None and (problem := unwritable(out)):
-        return _problem(problem, "give --out a file path in an existing directory, e.g. "
-                        "--out /tmp/diagnose.md")
+        return refuse(problem, "give --out a file path in an existing directory, e.g. "
+                      "--out /tmp/diagnose.md")
     private: Path | None = None
     if access.ssh_config is None:
         private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
@@ -79,7 +75,7 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
         text = Redactor(names=frozenset(names))(
             render_markdown(sections, host=access.destination, generated=generated))
     except UsageProblem as problem:
-        return _problem(problem.problem, problem.fix)
+        return refuse(problem.problem, problem.fix)
     finally:
         if private is not None:
             close_shared_connection(access)
@@ -122,25 +118,20 @@ def diagnose(
         "--out", help="Write the Markdown here (default: standard output).")] = None,
 ) -> None:
     if ssh_config is not None and (ssh_key is not None or known_hosts is not None):
-        raise typer.Exit(_problem("--ssh-config excludes --ssh-key and --known-hosts",
-                                  "name the key and known_hosts file in the ssh_config"))
+        raise typer.Exit(refuse("--ssh-config excludes --ssh-key and --known-hosts",
+                                "name the key and known_hosts file in the ssh_config"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
                         (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
-            raise typer.Exit(_problem(f"{what} {given} is not a readable file",
-                                      f"give {what} the path of an existing file"))
+            raise typer.Exit(refuse(f"{what} {given} is not a readable file",
+                                    f"give {what} the path of an existing file"))
     secrets: tuple[str, ...] = ()
-    try:
+    with refusals():
         if host is None:  # the stack's outputs say where its host is
             found = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
                             need_account=False)
             host, secrets = found.access().url, found.cfg.secrets
         parse_host_url(host)
-    except UsageProblem as problem:
-        raise typer.Exit(_problem(problem.problem, problem.fix)) from None
-    except ConfigError as error:
-        stderr.print(error.render(), markup=False)
-        raise typer.Exit(EXIT_UNUSABLE) from None
     access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
                         ssh_config=ssh_config and ssh_config.resolve())
     raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve(),

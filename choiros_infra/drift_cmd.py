@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from choiros_infra import drift
-from choiros_infra.errors import EXIT_UNUSABLE
+from choiros_infra.errors import EXIT_UNUSABLE, refuse, report_config
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
@@ -40,7 +40,7 @@ from choiros_infra.stack_target import resolve, stack_file_for
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import PROJECT_ROOT, VerifyRun, pytest_argv, verdict
 from choiros_infra.verify_report import read_junit
-from infra.config import ConfigError, StackConfig, load_stack_file, stack_name_of
+from infra.config import ConfigError, StackConfig, load_stack_file
 
 HELP = (
     "Look for drift between the code and what runs, in three parts.\n\n"
@@ -58,18 +58,6 @@ HELP = (
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
-
-
-def _problem(problem: str, fix: str) -> int:
-    _say(f"Error: {problem}\nTry: {fix}")
-    return EXIT_UNUSABLE
-
-
-def _stack_name(stack_file: Path) -> str | None:
-    try:
-        return stack_name_of(stack_file)
-    except ConfigError:
-        return None
 
 
 def check_cloud(stack: str | None, target: str, stack_file: Path,
@@ -99,7 +87,7 @@ def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConf
         try:
             check_reachable(access)
         except UsageProblem as problem:
-            _problem(problem.problem, problem.fix)
+            refuse(problem.problem, problem.fix)
             failed = drift.not_checked_part(f"host unreachable: {problem.problem}", "failed")
             return failed, drift.not_checked_part("host unreachable", "failed")
         results_file = junit or workdir / "junit.xml"
@@ -158,12 +146,12 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
     for given, what in ((ssh_key, "--ssh-key"), (known_hosts, "--known-hosts"),
                         (outputs, "--outputs")):
         if given is not None and not given.is_file():
-            return _problem(f"{what} {given} is not a readable file",
-                            f"give {what} the path of an existing file")
+            return refuse(f"{what} {given} is not a readable file",
+                          f"give {what} the path of an existing file")
     for wanted, what in ((junit, "--junit"), (report, "--report")):
         if wanted is not None and not wanted.parent.is_dir():
-            return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
-                            f"create it, or give {what} a path in an existing directory")
+            return refuse(f"{what} {wanted}: directory {wanted.parent} does not exist",
+                          f"create it, or give {what} a path in an existing directory")
     try:
         stack_file = stack_file_for(stack, stack_file)
         cfg = load_stack_file(stack_file)
@@ -173,21 +161,20 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
                             account_id=account_id)
             host, account_id = found.host_url, found.account_id
     except UsageProblem as problem:
-        return _problem(problem.problem, problem.fix)
+        return refuse(problem.problem, problem.fix)
     except ConfigError as error:
-        _say(error.render())
-        return EXIT_UNUSABLE
+        return report_config(error)
     if host is not None:
         try:
             parse_host_url(host)
         except UsageProblem as problem:
-            return _problem(problem.problem, problem.fix)
+            return refuse(problem.problem, problem.fix)
         if target == "aws" and account_id is None:
-            return _problem("--host with --target aws needs --account-id: the buckets are "
-                            "named for it",
-                            "--account-id $(aws sts get-caller-identity --query Account "
-                            "--output text)")
-    cloud = check_cloud(stack or _stack_name(stack_file), target, stack_file, runner)
+            return refuse("--host with --target aws needs --account-id: the buckets are "
+                          "named for it",
+                          "--account-id $(aws sts get-caller-identity --query Account "
+                          "--output text)")
+    cloud = check_cloud(cfg.stack, target, stack_file, runner)
     if host is None:
         host_part = drift.not_checked_part("no --host given")
         docs_part = drift.not_checked_part("no --host given")
@@ -202,9 +189,9 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
     result = scrub(drift.DriftReport(cloud=cloud, host=host_part, docs=docs_part),
                    Redactor.for_parameters(cfg.secrets))
     if not (cloud.checked or host_part.checked or docs_part.checked):
-        _problem(f"nothing could be checked: cloud {cloud.reason}; host and docs: no host",
-                 "give the host (--host ssh://admin@ADDR --ssh-key K, or the stack's outputs "
-                 "with --outputs F), and for the cloud part a Pulumi CLI with credentials")
+        refuse(f"nothing could be checked: cloud {cloud.reason}; host and docs: no host",
+               "give the host (--host ssh://admin@ADDR --ssh-key K, or the stack's outputs "
+               "with --outputs F), and for the cloud part a Pulumi CLI with credentials")
     if report is not None:
         report.write_text(drift.render_markdown(result, stack_file=str(stack_file), host=host))
     if as_json:

@@ -1,6 +1,7 @@
 """Reaching a host over SSH for verify, drift and diagnose: the ``ssh://USER@ADDR[:PORT]``
-URL, an ssh_config that multiplexes (ControlMaster, ControlPath, ControlPersist) so the first
-command opens the connection and every later one, from every pytest-xdist worker, reuses it,
+URL, an ssh_config that multiplexes (ControlMaster, ControlPath, ControlPersist; rendered by
+:mod:`provisioning.ssh_client`, as the kitchen's is) so the first command opens the connection
+and every later one, from every pytest-xdist worker, reuses it,
 the reachability check made before anything else runs, and errors that say which part of the
 access is wrong (key, user, address, sudo).
 """
@@ -19,9 +20,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from provisioning.spec import Fail2banPolicy
+from provisioning.ssh_client import ssh_config_text
 
 CONNECT_TIMEOUT = 10
-CONTROL_PERSIST = "120s"
+KEEPALIVE_SECONDS = 15
 
 
 class UsageProblem(Exception):
@@ -76,26 +78,6 @@ def parse_host_url(url: str) -> tuple[str, str, int | None]:
     return parts.username, parts.hostname, port
 
 
-def ssh_config_text(*, ssh_key: Path | None, control_dir: Path | None,
-                    known_hosts: Path | None = None) -> str:
-    """An ssh_config for verify. ``control_dir`` set: one shared connection (ControlMaster);
-    None: a new connection per command (the naive configuration the benchmark compares)."""
-    lines = ["Host *", "    BatchMode yes", f"    ConnectTimeout {CONNECT_TIMEOUT}",
-             "    ServerAliveInterval 15", "    LogLevel ERROR"]
-    if ssh_key is not None:
-        lines += [f"    IdentityFile {ssh_key}", "    IdentitiesOnly yes"]
-    if known_hosts is not None:
-        lines += [f"    UserKnownHostsFile {known_hosts}", "    StrictHostKeyChecking yes"]
-    else:
-        lines += ["    StrictHostKeyChecking accept-new"]
-    if control_dir is not None:
-        lines += ["    ControlMaster auto", f"    ControlPath {control_dir}/%C",
-                  f"    ControlPersist {CONTROL_PERSIST}"]
-    else:
-        lines += ["    ControlMaster no", "    ControlPath none"]
-    return "\n".join(lines) + "\n"
-
-
 def write_ssh_config(directory: Path, *, ssh_key: Path | None, multiplex: bool = True,
                      known_hosts: Path | None = None, address: str | None = None) -> Path:
     """Write ``directory/ssh_config`` (``directory`` private: it also holds the control
@@ -106,8 +88,10 @@ def write_ssh_config(directory: Path, *, ssh_key: Path | None, multiplex: bool =
         known_hosts = kitchen_known_hosts(address)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / "ssh_config"
-    path.write_text(ssh_config_text(ssh_key=ssh_key, control_dir=directory if multiplex else None,
-                                    known_hosts=known_hosts))
+    path.write_text(ssh_config_text(identity=ssh_key, known_hosts=known_hosts,
+                                    control_dir=directory if multiplex else None,
+                                    connect_timeout=CONNECT_TIMEOUT,
+                                    keepalive_seconds=KEEPALIVE_SECONDS))
     return path
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ from rich.status import Status
 from rich.table import Table
 
 from choiros_infra import diagnose_cmd, release_cmd, release_flow
-from choiros_infra.errors import fail_config
+from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE, fail, refusals, refuse
 from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_drill import DrillResult, run_drill
 from choiros_infra.kitchen_stack import (
@@ -40,15 +40,12 @@ from choiros_infra.kitchen_stack import (
 from choiros_infra.stack_target import StackTarget, kitchen_target
 from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
-from infra.config import ConfigError, load_stack_file
+from infra.config import load_stack_file
 from kitchen import cloud, lifecycle, preflight
-from kitchen.errors import KitchenError, UsageError
 from kitchen.lifecycle import PhaseEvent
 from kitchen.ssh_access import ssh_argv, ssh_config
 from kitchen.state import HostState
 
-EXIT_FAILED = 1
-EXIT_UNUSABLE = 2
 DEFAULT_NAME = "default"
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,30 +61,21 @@ kitchen_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+T = TypeVar("T")
+
 NameOption = Annotated[str, typer.Option("--name", help="Kitchen host name.")]
 
 
 def _prerequisites() -> None:
     """Every kitchen command needs root and the kitchen's tools; say so before anything.
     (Not a group callback: that would also run for `--help`.)"""
-    try:
+    with refusals():
         preflight.check()
-    except KitchenError as exc:
-        _fail(exc)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``kitchen`` command group to the CLI."""
     app.add_typer(kitchen_app, name="kitchen")
-
-
-def _fail(error: KitchenError) -> NoReturn:
-    stderr.print(f"[bold red]Error:[/] {error.message}", markup=True)
-    if error.detail:
-        stderr.print(error.detail, markup=False)
-    if error.fix:
-        stderr.print(f"[bold]Try:[/] {error.fix}", markup=True)
-    raise typer.Exit(error.exit_code)
 
 
 class PhasePrinter:
@@ -129,21 +117,19 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_phased(action: Callable[[PhasePrinter], HostState | None],
-                interrupted: str) -> HostState | None:
+def _run_phased(action: Callable[[PhasePrinter], T], interrupted: str) -> T:
+    """Run a long kitchen operation with a progress line per phase; its refusal, or an
+    interruption (what was cleaned up: ``interrupted``), is reported once the spinner stopped."""
     printer = PhasePrinter(stderr)
     try:
-        with _interruptible():
-            return action(printer)
-    except KitchenError as exc:
-        printer.close()
-        _fail(exc)
+        with refusals():
+            try:
+                with _interruptible():
+                    return action(printer)
+            finally:
+                printer.close()
     except KeyboardInterrupt:
-        printer.close()
-        stderr.print(f"[bold red]Error:[/] interrupted; {interrupted}", markup=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    finally:
-        printer.close()
+        raise typer.Exit(refuse(f"interrupted; {interrupted}", None, code=EXIT_FAILED)) from None
 
 
 def _summary(st: HostState) -> None:
@@ -164,20 +150,13 @@ BuiltFromOption = Annotated[Path | None, typer.Option(
 def _built_from(name: str, given: Path | None) -> Path:
     if given is not None:
         return given
-    try:
+    with refusals():
         return built_from(lifecycle.status(name))
-    except KitchenError as exc:
-        _fail(exc)
 
 
 def _up(name: str, stack_file: Path) -> HostState:
-    try:
-        st = _run_phased(lambda printer: stack_up(name, stack_file, progress=printer),
-                         "the half-created host was removed")
-    except ConfigError as error:
-        fail_config(error)
-    assert st is not None
-    return st
+    return _run_phased(lambda printer: stack_up(name, stack_file, progress=printer),
+                       "the half-created host was removed")
 
 
 @kitchen_app.command()
@@ -194,10 +173,8 @@ def up(name: NameOption = DEFAULT_NAME,
     """
     _prerequisites()
     if replace:
-        try:
+        with refusals():
             lifecycle.destroy(name, progress=PhasePrinter(stderr))
-        except KitchenError as exc:
-            _fail(exc)
     st = _up(name, stack_file)
     _summary(st)
     stderr.print(f"  ssh:     {' '.join(ssh_argv(st))}\n"
@@ -209,11 +186,9 @@ def _verify(name: str, stack_file: Path, extra: tuple[str, ...], *,
             junit: Path | None = None, report: Path | None = None,
             as_json: Path | None = None, workers: int = KITCHEN_WORKERS) -> int:
     """``choiros-infra verify`` against a kitchen host, through the host's own ssh_config."""
-    try:
+    with refusals():
         st = lifecycle.status(name)
         lifecycle.running_guest(name)
-    except KitchenError as exc:
-        _fail(exc)
     access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
     return execute(access, stack_file, "kitchen", junit=junit, report=report, as_json=as_json,
                    workers=workers, extra=extra)
@@ -257,27 +232,19 @@ def diagnose(name: NameOption = DEFAULT_NAME,
     Exit codes: 0 the file was written, 2 the diagnose could not run.
     """
     _prerequisites()
-    try:
+    with refusals():
         st = lifecycle.status(name)
         lifecycle.running_guest(name)
-    except KitchenError as exc:
-        _fail(exc)
-    access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
-    try:
         secrets = load_stack_file(built_from(st)).secrets
-    except ConfigError as error:
-        fail_config(error)
+    access = HostAccess(url=f"ssh://{st.ssh_user}@{st.address}", ssh_config=ssh_config(st))
     raise typer.Exit(diagnose_cmd.execute(access, out, secrets=secrets))
 
 
 def _release_command(name: str, flow: Callable[[StackTarget, HostAccess], int]) -> NoReturn:
     """A release flow (deploy, rollback) against a kitchen host, through its ssh_config."""
-    try:
+    with refusals():
         lifecycle.running_guest(name)
         stack = kitchen_target(name)
-    except KitchenError as exc:
-        _fail(exc)
-    with release_cmd.errors():
         code = flow(stack, stack.access())
     raise typer.Exit(code)
 
@@ -323,13 +290,10 @@ def promote_(version: Annotated[str, typer.Argument(help="The version the stagin
     Exit codes: as `choiros-infra promote --help` says.
     """
     _prerequisites()
-    try:
+    with refusals():
         for name in (from_name, to_name):
             lifecycle.running_guest(name)
         staging, production = kitchen_target(from_name), kitchen_target(to_name)
-    except KitchenError as exc:
-        _fail(exc)
-    with release_cmd.errors():
         code = release_flow.promote(version, staging, staging.access(), production,
                                     production.access(), check=release_cmd.app_checks,
                                     say=release_cmd.say)
@@ -379,10 +343,8 @@ def status(
 ) -> None:
     """Show one kitchen host's state and how to reach it."""
     _prerequisites()
-    try:
+    with refusals():
         st = lifecycle.status(name)
-    except KitchenError as exc:
-        _fail(exc)
     if as_json:
         typer.echo(json.dumps(st.public(), indent=2, sort_keys=True))
         return
@@ -400,11 +362,9 @@ def ssh(
 ) -> None:
     """SSH into a kitchen host as its default user, with its key."""
     _prerequisites()
-    try:
+    with refusals():
         st = lifecycle.status(name)
         lifecycle.running_guest(name)
-    except KitchenError as exc:
-        _fail(exc)
     result = subprocess.run(ssh_argv(st, command or []), check=False)
     raise typer.Exit(result.returncode)
 
@@ -457,9 +417,9 @@ def destroy(
     """Remove a kitchen host (or all of them and the cloud); safe to repeat."""
     _prerequisites()
     if all_ and name is not None:
-        _fail(UsageError("--name and --all exclude each other",
-                           f"{lifecycle.CLI} destroy --name NAME, or --all"))
-    try:
+        fail("--name and --all exclude each other",
+             f"{lifecycle.CLI} destroy --name NAME, or --all")
+    with refusals():
         if all_:
             removed = lifecycle.destroy_all(progress=PhasePrinter(stderr))
             stderr.print(f"destroyed {len(removed)} host(s); kitchen cloud stopped")
@@ -467,8 +427,6 @@ def destroy(
         target = name or DEFAULT_NAME
         existed = lifecycle.destroy(target, progress=PhasePrinter(stderr))
         stderr.print(f"destroyed {target}" if existed else f"nothing to destroy for {target}")
-    except KitchenError as exc:
-        _fail(exc)
 
 
 @kitchen_app.command("replace")
@@ -484,12 +442,8 @@ def replace_(name: NameOption = DEFAULT_NAME,
     """
     _prerequisites()
     built = _built_from(name, stack_file)
-    try:
-        st = _run_phased(lambda printer: replace_host(name, built, hard=hard,
-                                                      progress=printer),
-                         f"see `{lifecycle.CLI} status --name {name}`")
-    except ConfigError as error:
-        fail_config(error)
+    st = _run_phased(lambda printer: replace_host(name, built, hard=hard, progress=printer),
+                     f"see `{lifecycle.CLI} status --name {name}`")
     if st is not None:
         _summary(st)
 
@@ -513,23 +467,10 @@ def drill(stack_file: StackFileOption = DEFAULT_STACK_FILE,
     Exit codes: 0 measured, 1 the drill failed, 2 the command could not run.
     """
     _prerequisites()
-    printer = PhasePrinter(stderr)
-    try:
-        with _interruptible():
-            result: DrillResult = run_drill(stack_file, db_mb=db_mb,
-                                            write_seconds=write_seconds, progress=printer)
-    except ConfigError as error:
-        fail_config(error)
-    except KitchenError as exc:
-        printer.close()
-        _fail(exc)
-    except KeyboardInterrupt:
-        printer.close()
-        stderr.print("[bold red]Error:[/] interrupted; the drill host and its stack were "
-                     "removed", markup=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    finally:
-        printer.close()
+    result: DrillResult = _run_phased(
+        lambda printer: run_drill(stack_file, db_mb=db_mb, write_seconds=write_seconds,
+                                  progress=printer),
+        "the drill host and its stack were removed")
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
         return

@@ -9,8 +9,6 @@ The flows live in :mod:`choiros_infra.release_flow`, the bucket in
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -19,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from choiros_infra import release_flow
-from choiros_infra.errors import fail, fail_config
-from choiros_infra.host_access import HostAccess, UsageProblem, open_access
+from choiros_infra.errors import fail, refusals
+from choiros_infra.host_access import HostAccess, open_access
 from choiros_infra.options import (
     AccountOption,
     HostOption,
@@ -31,11 +29,10 @@ from choiros_infra.options import (
     StackOption,
     TargetOption,
 )
-from choiros_infra.release_store import ReleaseError, sidecar_sha256
+from choiros_infra.release_store import sidecar_sha256
 from choiros_infra.stack_target import StackTarget, resolve
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify_cmd import execute
-from infra.config import ConfigError
 from provisioning.host_tools.choiros_release import inspect_release, tarball_name, valid_version
 from provisioning.host_tools.choiros_tool import USAGE, ToolError
 from provisioning.release_format import files_from, write_release
@@ -61,21 +58,6 @@ def say(text: str) -> None:
     stderr.print(escape(text))
 
 
-@contextlib.contextmanager
-def errors() -> Iterator[None]:
-    """One error boundary: every refusal as ``Error:``/``Try:`` with its exit code."""
-    try:
-        yield
-    except ReleaseError as e:
-        fail(escape(e.problem), escape(e.fix), e.code)
-    except ToolError as e:
-        fail(escape(str(e)), escape(e.hint), e.code)
-    except UsageProblem as e:
-        fail(escape(e.problem), escape(e.fix))
-    except ConfigError as e:
-        fail_config(e)
-
-
 def app_checks(stack: StackTarget, access: HostAccess) -> int:
     """verify's application checks (release_flow.APP_CHECKS) against the host."""
     return execute(access, stack.stack_file, stack.target.value, account_id=stack.account_id,
@@ -84,7 +66,7 @@ def app_checks(stack: StackTarget, access: HostAccess) -> int:
 
 def _checked_file(given: Path | None, what: str) -> Path | None:
     if given is not None and not given.is_file():
-        fail(f"{what} {escape(str(given))} is not a readable file",
+        fail(f"{what} {given} is not a readable file",
              f"give {what} the path of an existing file")
     return given
 
@@ -121,14 +103,14 @@ def pack(
 ) -> None:
     """Pack a build into choiros-VERSION.tar.gz and its .sha256, checked by the host's own
     validator first; nothing is written when it refuses."""
-    with errors():
+    with refusals():
         try:
             files = files_from(sandbox, dist, version)
             tarball = write_release(files, version, out)
         except ToolError as e:
             if e.code == USAGE:
                 raise
-            fail(escape(str(e)), "fix the build: --sandbox must be a non-empty executable "
+            fail(str(e), "fix the build: --sandbox must be a non-empty executable "
                  "file; --dist must hold index.html and only regular files and directories "
                  "(no links)")
     print(tarball)
@@ -148,19 +130,19 @@ def publish(
     """Upload a release and its checksum to the stack's artifacts bucket, once: the same bytes
     already there is success with nothing uploaded; other bytes under the version are refused
     (exit 3) by S3's conditional write, and the bucket stays as it was."""
-    with errors():
+    with refusals():
         if not tarball.is_file():
-            fail(f"{escape(str(tarball))} is not a file", "give the tarball `choiros-infra "
+            fail(f"{tarball} is not a file", "give the tarball `choiros-infra "
                  "release pack` wrote")
         version = tarball.name.removeprefix("choiros-").removesuffix(".tar.gz")
         if tarball.name != tarball_name(version) or not valid_version(version):
-            fail(f"{escape(tarball.name)} is not named choiros-VERSION.tar.gz",
+            fail(f"{tarball.name} is not named choiros-VERSION.tar.gz",
                  "publish the file `choiros-infra release pack` wrote, under its own name")
         sha256 = sidecar_sha256(tarball)
         try:
             inspect_release(tarball, version)
         except ToolError as e:
-            fail(escape(str(e)), "publish what `choiros-infra release pack` wrote")
+            fail(str(e), "publish what `choiros-infra release pack` wrote")
         resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                            account_id=account_id, need_host=False)
         store = resolved.releases()
@@ -187,7 +169,7 @@ def deploy(
     """Deploy a published release to the stack's host: check it in the bucket (sha256), set
     the stack's wanted release, run choiros-deploy on the host (it health-checks and switches
     back by itself), then verify's application checks."""
-    with errors():
+    with refusals():
         resolved, access = stack_and_access(stack=stack, stack_file=stack_file, target=target,
                                             outputs=outputs, host_url=host_url,
                                             ssh_key=ssh_key, account_id=account_id)
@@ -208,7 +190,7 @@ def rollback(
 ) -> None:
     """Go back to the host's previous release (choiros-rollback) and make it the stack's
     wanted release; then verify's application checks."""
-    with errors():
+    with refusals():
         resolved, access = stack_and_access(stack=stack, stack_file=stack_file, target=target,
                                             outputs=outputs, host_url=host_url,
                                             ssh_key=ssh_key, account_id=account_id)
@@ -244,7 +226,7 @@ def promote(
 ) -> None:
     """Deploy to production exactly the bytes (same sha256) that staging runs and verified;
     refuse a version staging does not run or that failed verify there."""
-    with errors():
+    with refusals():
         staging, staging_access = stack_and_access(
             stack=from_stack, stack_file=None, target=target, outputs=from_outputs,
             host_url=from_host, ssh_key=ssh_key, account_id=account_id)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE
+from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE, refusals, refuse, report_config
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
@@ -81,16 +81,13 @@ HELP = (
 )
 
 
-def _problem(problem: str, fix: str) -> int:
-    stderr.print(f"[bold red]Error:[/] {problem}\n[bold]Try:[/] {fix}", markup=True)
-    return EXIT_UNUSABLE
 
 
 def _load(stack_file: Path) -> StackConfig | None:
     try:
         return load_stack_file(stack_file)
     except ConfigError as error:
-        stderr.print(error.render(), markup=False)
+        report_config(error)
         return None
 
 
@@ -129,8 +126,8 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         return EXIT_UNUSABLE
     for wanted, what in ((junit, "--junit"), (report, "--report"), (as_json, "--json")):
         if wanted is not None and not wanted.parent.is_dir():
-            return _problem(f"{what} {wanted}: directory {wanted.parent} does not exist",
-                            f"create it, or give {what} a path in an existing directory")
+            return refuse(f"{what} {wanted}: directory {wanted.parent} does not exist",
+                          f"create it, or give {what} a path in an existing directory")
     workdir = Path(tempfile.mkdtemp(prefix="chv-"))  # short: it may hold the control socket
     generated = access.ssh_config is None
     if generated:
@@ -155,8 +152,8 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             time.sleep(RETRY_PAUSE)
         seconds = time.monotonic() - started
         if code == EXIT_UNUSABLE or not results_file.exists():
-            return _problem("pytest could not run the checks (its output above says why)",
-                            "run again with -- --collect-only to see what was collected")
+            return refuse("pytest could not run the checks (its output above says why)",
+                          "run again with -- --collect-only to see what was collected")
         # The run's reports are masked already (verify_batch); the rows are masked again here,
         # so that no report written from them can hold a secret assignment.
         results = scrub(read_junit(results_file), Redactor.for_parameters(cfg.secrets))
@@ -179,9 +176,9 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
                 stdout.print(f"stamped: {path.relative_to(RUNBOOKS)}")
         return EXIT_FAILED if total(results).failed else code
     except UsageProblem as problem:
-        return _problem(problem.problem, problem.fix)
+        return refuse(problem.problem, problem.fix)
     except KeyboardInterrupt:
-        return _problem("interrupted; no verdict", "run the verify again")
+        return refuse("interrupted; no verdict", "run the verify again")
     finally:
         if generated:
             close_shared_connection(access)
@@ -260,33 +257,28 @@ def verify(
         show_default=False)] = None,
 ) -> None:
     if ssh_key is not None and ssh_config is not None:
-        raise typer.Exit(_problem("--ssh-key and --ssh-config exclude each other",
-                                  "give the key, or an ssh_config that names it"))
+        raise typer.Exit(refuse("--ssh-key and --ssh-config exclude each other",
+                                "give the key, or an ssh_config that names it"))
     if known_hosts is not None and ssh_config is not None:
-        raise typer.Exit(_problem("--known-hosts and --ssh-config exclude each other",
-                                  "name the known_hosts file in the ssh_config "
-                                  "(UserKnownHostsFile)"))
+        raise typer.Exit(refuse("--known-hosts and --ssh-config exclude each other",
+                                "name the known_hosts file in the ssh_config "
+                                "(UserKnownHostsFile)"))
     for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
                         (known_hosts, "--known-hosts"), (outputs, "--outputs")):
         if given is not None and not given.is_file():
-            raise typer.Exit(_problem(f"{what} {given} is not a readable file",
-                                      f"give {what} the path of an existing file"))
+            raise typer.Exit(refuse(f"{what} {given} is not a readable file",
+                                    f"give {what} the path of an existing file"))
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
-        raise typer.Exit(_problem(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
-                                  "use letters, digits and . _ : / -, e.g. kitchen"))
+        raise typer.Exit(refuse(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
+                                "use letters, digits and . _ : / -, e.g. kitchen"))
     if target is TargetChoice.kitchen and host is None:
-        raise typer.Exit(_problem("--target kitchen needs --host",
-                                  "use `choiros-infra kitchen verify --name N` for a kitchen "
-                                  "host"))
-    try:
+        raise typer.Exit(refuse("--target kitchen needs --host",
+                                "use `choiros-infra kitchen verify --name N` for a kitchen "
+                                "host"))
+    with refusals():
         resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                            host=host, account_id=account_id)
         access = resolved.access(ssh_key and ssh_key.resolve())
-    except UsageProblem as problem:
-        raise typer.Exit(_problem(problem.problem, problem.fix)) from None
-    except ConfigError as error:
-        stderr.print(error.render(), markup=False)
-        raise typer.Exit(EXIT_UNUSABLE) from None
     if ssh_config is not None:
         access = HostAccess(url=access.url, ssh_config=ssh_config.resolve())
     raise typer.Exit(execute(access, resolved.stack_file, target.value,

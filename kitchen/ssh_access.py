@@ -12,10 +12,18 @@ from pathlib import Path
 
 from kitchen.paths import HostPaths
 from kitchen.state import HostState
+from provisioning.ssh_client import ssh_config_text
 
 # Control sockets live in a short path: a Unix socket path may not exceed 108 bytes, and ssh
 # appends a random suffix to it while it sets one up.
 CONTROL_DIR = Path("/run/chk-ssh")
+
+
+def config_text(st: HostState) -> str:
+    """The host's ssh_config: its address, user, port, key and recorded host keys."""
+    return ssh_config_text(host=st.address, user=st.ssh_user, port=st.ssh_port,
+                           identity=st.ssh_key, known_hosts=st.known_hosts,
+                           control_dir=CONTROL_DIR)
 
 
 def ssh_config(st: HostState) -> Path:
@@ -23,21 +31,7 @@ def ssh_config(st: HostState) -> Path:
     root = HostPaths(st.name).root
     CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
     path = root / "ssh_config"
-    text = "\n".join([
-        f"Host {st.address}",
-        f"    User {st.ssh_user}",
-        f"    Port {st.ssh_port}",
-        f"    IdentityFile {st.ssh_key}",
-        "    IdentitiesOnly yes",
-        "    BatchMode yes",
-        f"    UserKnownHostsFile {st.known_hosts}",
-        "    StrictHostKeyChecking yes",
-        "    LogLevel ERROR",
-        "    ControlMaster auto",
-        f"    ControlPath {CONTROL_DIR}/%C",
-        "    ControlPersist 120s",
-        "",
-    ])
+    text = config_text(st)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path

@@ -19,7 +19,6 @@ from choiros_infra.host_access import (
     UsageProblem,
     explain_ssh_failure,
     parse_host_url,
-    ssh_config_text,
 )
 from choiros_infra.verify import (
     CONNECT_TIMEOUT,
@@ -255,21 +254,6 @@ def test_bad_host_urls_say_what_is_wrong(url: str, problem: str) -> None:
     with pytest.raises(UsageProblem, match=problem) as caught:
         parse_host_url(url)
     assert caught.value.fix
-
-
-def test_tuned_ssh_config_shares_one_connection(tmp_path: Path) -> None:
-    text = ssh_config_text(ssh_key=Path("/k/id"), control_dir=tmp_path)
-    assert f"ControlPath {tmp_path}/%C" in text
-    assert "ControlMaster auto" in text and "ControlPersist" in text
-    assert "IdentityFile /k/id" in text and "IdentitiesOnly yes" in text
-    assert "BatchMode yes" in text and "StrictHostKeyChecking accept-new" in text
-
-
-def test_naive_ssh_config_connects_per_command_and_known_hosts_is_strict() -> None:
-    text = ssh_config_text(ssh_key=None, control_dir=None, known_hosts=Path("/kh"))
-    assert "ControlMaster no" in text and "ControlPath none" in text
-    assert "UserKnownHostsFile /kh" in text and "StrictHostKeyChecking yes" in text
-    assert "IdentityFile" not in text
 
 
 @pytest.mark.parametrize(("target", "overrides", "scheme", "address"), [
