@@ -217,12 +217,6 @@ def test_statement_keeps_source_text_and_title() -> None:
     assert str(statement.source) == "docs/runbooks/30-operations/security.md:6"
 
 
-def test_statements_are_frozen() -> None:
-    [statement] = parse_text("```expect\npackage caddy: installed\n```\n", "rb.md")
-    with pytest.raises(AttributeError):
-        statement.text = "changed"  # type: ignore[misc]
-
-
 FENCES = """\
 ```sh
 service not-checked: running
