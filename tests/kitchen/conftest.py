@@ -9,11 +9,11 @@ destroyed at teardown whatever happened.
 from __future__ import annotations
 
 import gzip
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from guest_kit import MakeHost, host_name, user_data
 
 from choiros_infra.kitchen_stack import remove_stack_objects, throwaway_stack
 from choiros_infra.verify import PROJECT_ROOT
@@ -23,33 +23,11 @@ from kitchen.errors import PrerequisiteError
 from kitchen.image import ensure_image
 from kitchen.state import HostState
 
-TEST_PREFIX = "kt-"
-WRITTEN_FILE = "/etc/choiros-kitchen-test"
-WRITTEN_TEXT = "written by cloud-init write_files"
-RUNCMD_MARKER = "/var/lib/choiros-kitchen-test-runcmd"
-TEST_PACKAGE = "jq"
 
-
-def user_data(info: cloud.CloudInfo, *, runcmd: str = f"echo converged > {RUNCMD_MARKER}",
-              packages: bool = True) -> bytes:
-    """A small cloud-config exercising what ChoirOS's user-data relies on: apt through the
-    kitchen's proxy, a package, write_files and runcmd."""
-    lines = ["#cloud-config"]
-    if packages:
-        lines += ["apt:", f"  http_proxy: {info.apt_proxy_url}", f"packages: [{TEST_PACKAGE}]"]
-    lines += [
-        "write_files:",
-        f"  - path: {WRITTEN_FILE}",
-        "    permissions: '0644'",
-        f"    content: {WRITTEN_TEXT!r}",
-        "runcmd:",
-        f"  - [sh, -c, {runcmd!r}]",
-    ]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def host_name(what: str) -> str:
-    return f"{TEST_PREFIX}{what}-{secrets.token_hex(2)}"
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last`` run after every other test of the session, in their own order
+    (``destroy --all`` stops the kitchen cloud the others need); the rest keep theirs."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +41,6 @@ def kitchen_cloud() -> cloud.CloudInfo:
     return info
 
 
-MakeHost = Callable[..., HostState]
 
 
 @pytest.fixture

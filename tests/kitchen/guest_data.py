@@ -1,7 +1,7 @@
-"""What the kitchen tests read and break about a host's data, in one place: the replica and the
-metrics in the kitchen cloud (the replica restored on this machine with the pinned Litestream,
-never through the host under test) and a directory of the guest moved onto a small filesystem
-of its own.
+"""What the kitchen tests read and break about a host's data, in one place: the replica in the
+kitchen cloud (restored on this machine with the pinned Litestream, never through the host
+under test) and a directory of the guest moved onto a small filesystem of its own. (The
+guest helpers and the metric reader are in guest_kit.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from choiros_infra.targets import KITCHEN_ACCOUNT
@@ -21,7 +20,6 @@ from infra.config import StackConfig
 from infra.user_data import bucket_names
 from kitchen import cloud, lifecycle
 from provisioning.artifacts import LITESTREAM
-from provisioning.spec import METRICS
 
 
 def replica_state(cfg: StackConfig) -> tuple[str, int] | None:
@@ -72,18 +70,6 @@ def _start_and_wait_healthy(name: str, units: tuple[str, ...], timeout: float = 
         assert time.monotonic() < deadline, f"{name}: not healthy {timeout:g}s after starting " \
             f"{' '.join(units)}"
         time.sleep(0.5)
-
-
-def metric_points(cfg: StackConfig, metric: str, statistic: str, since: datetime) -> list[float]:
-    """The host's 1-minute ``statistic`` of ``metric`` (a name of the host contract,
-    :data:`provisioning.spec.METRICS`) since ``since``, read back from the kitchen's
-    CloudWatch."""
-    stats = cloud.aws_client("cloudwatch", cfg.region).get_metric_statistics(
-        Namespace=METRICS.namespace, MetricName=metric,
-        Dimensions=[{"Name": METRICS.dimension, "Value": cfg.name}],
-        StartTime=since, EndTime=datetime.now(UTC) + timedelta(minutes=2), Period=60,
-        Statistics=[statistic])
-    return [float(p[statistic]) for p in stats["Datapoints"]]
 
 
 def _in_guest(name: str, script: str, *args: str) -> None:

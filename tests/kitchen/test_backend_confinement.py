@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import host_name
+from guest_kit import host_name
 
 from choiros_infra.kitchen_stack import instance_role_name, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from guest_data import metric_points, replica_state, wait_for_replica
+from guest_data import replica_state, wait_for_replica
+from guest_kit import api, guest, metric_points
 
-from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import stack_up
 from infra.config import StackConfig, load_stack_file
 from kitchen import cloud, lifecycle
@@ -67,14 +65,6 @@ def hosts(stack: tuple[Path, StackConfig]) -> Iterator[Hosts]:
         yield made
     finally:
         made.destroy()
-
-
-def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return kitchen_site.host_call(host, method, path, body, 10)
-
-
-def guest(host: HostState, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return lifecycle.exec_in(host.name, list(argv), timeout=timeout)
 
 
 def test_events_written_through_the_app_are_in_the_replica_within_seconds(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 import threading
 import time
 import urllib.error
@@ -18,12 +17,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from guest_data import replica_state, small_filesystem, wait_for_replica
+from guest_kit import api, guest
 
-from choiros_infra import kitchen_site
 from choiros_infra.kitchen_stack import replace_host, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig, load_stack_file
@@ -57,18 +55,8 @@ def db_host(stack_file: Path) -> Iterator[Fixture]:
         lifecycle.destroy(name)
 
 
-def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None,
-        timeout: float = 10) -> Any:
-    return kitchen_site.host_call(host, method, path, body, timeout)
-
-
 def count(host: HostState) -> int:
     return int(api(host, "GET", "/api/events/count")["count"])
-
-
-def guest(host: HostState, *argv: str, user: str | None = None,
-          timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return lifecycle.exec_in(host.name, list(argv), user=user, timeout=timeout)
 
 
 def freshness_age(host: HostState) -> float | None:

@@ -13,7 +13,6 @@ import json
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 
 import paramiko
 import pytest
-from guest_data import metric_points, small_filesystem
+from guest_data import small_filesystem
+from guest_kit import guest, healthy, metric_points, wait_until
 
 from choiros_infra.diagnose import SECTIONS
 from choiros_infra.diagnose_cmd import execute as diagnose
@@ -55,25 +55,6 @@ def cfg(stack_file: Path) -> StackConfig:
     return load_stack_file(stack_file)
 
 
-def guest(host: HostState, *argv: str,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return lifecycle.exec_in(host.name, list(argv), timeout=timeout)
-
-
-def healthy_direct(host: HostState) -> bool:
-    done = guest(host, "curl", "-sf", "-m", "2", "http://127.0.0.1:8080/health", timeout=10)
-    return done.returncode == 0 and '"healthy"' in done.stdout
-
-
-def wait_until(what: str, check: Any, timeout: float, interval: float = 0.2) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:g}s")
-
-
 def health_run(host: HostState) -> dict[str, Any]:
     """Run the health check now; its JSON line. The tests run it far more often than its
     timer does, so systemd's start rate limit is reset first."""
@@ -102,12 +83,12 @@ def test_the_incident_snapshot_has_every_section(host: HostState, tmp_path: Path
 
 def test_a_backend_killed_with_sigkill_is_back_and_healthy_within_10_seconds(
         host: HostState) -> None:
-    assert healthy_direct(host)
+    assert healthy(host)
     done = guest(host, "systemctl", "kill", "-s", "KILL", "--kill-whom=main",
                  "choiros-backend.service")
     assert done.returncode == 0, done.stderr
-    wait_until("backend down", lambda: not healthy_direct(host), 5, 0.05)
-    took = wait_until("backend healthy again", lambda: healthy_direct(host), RECOVERY_SECONDS)
+    wait_until("backend down", lambda: not healthy(host), 5, 0.05)
+    took = wait_until("backend healthy again", lambda: healthy(host), RECOVERY_SECONDS)
     print(f"backend healthy again {took:.1f}s after SIGKILL")
     assert guest(host, "systemctl", "is-active", "choiros-backend.service").stdout.strip() \
         == "active"
@@ -139,7 +120,7 @@ def test_a_release_that_fails_its_health_check_is_rolled_back(
     done = guest(host, "choiros-deploy", version, timeout=300)
     assert done.returncode == 1, f"exit {done.returncode}: {done.stdout}{done.stderr}"
     assert guest(host, "readlink", "/opt/choiros/current").stdout.strip() == before
-    assert healthy_direct(host)
+    assert healthy(host)
     assert health_run(host)["healthy"] is True
     history = [json.loads(line) for line in guest(
         host, "cat", "/opt/choiros/deploy-history.jsonl").stdout.splitlines()]
@@ -277,13 +258,13 @@ def second_source(host: HostState) -> Iterator[str]:
         guest(host, "fail2ban-client", "set", "sshd", "unbanip", address)
 
 
-def test_zz_the_admin_address_is_never_banned_another_is_after_maxretry(
+def test_the_admin_address_is_never_banned_another_is_after_maxretry(
         host: HostState, second_source: str) -> None:
     """Runbook: 30-operations/04-security.md#fail2ban-list-unban-ban
 
     Five mistaken logins from the admin address (this machine: the kitchen's admin network)
-    ban nothing; five from another address ban it, and the admin still gets in. Last in the
-    module: it bans an address on the host (undone at the end)."""
+    ban nothing; five from another address ban it, and the admin still gets in. The ban is
+    lifted again by ``second_source``, so no other test depends on running before it."""
     admin = _failed_logins(host)
     assert admin == host.gateway
 
@@ -304,5 +285,5 @@ def test_zz_the_admin_address_is_never_banned_another_is_after_maxretry(
     assert refused.returncode == 255 and "refused" in refused.stderr, refused.stderr
     assert _fresh_login(host).returncode == 0, "the admin still gets in"
     assert admin not in _banned(host)
-    assert healthy_direct(host)
+    assert healthy(host)
     assert health_run(host)["healthy"] is True

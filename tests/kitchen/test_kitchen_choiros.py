@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import host_name
+from guest_kit import api, host_name
 
 from choiros_infra import kitchen_site
 from choiros_infra.host_access import HostAccess
@@ -29,10 +28,6 @@ def choiros_host(stack_file: Path) -> Iterator[HostState]:
         yield stack_up(name, stack_file)
     finally:
         lifecycle.destroy(name)
-
-
-def api(host: HostState, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return kitchen_site.host_call(host, method, path, body, 10)
 
 
 def verify(host: HostState, stack_file: Path) -> int:

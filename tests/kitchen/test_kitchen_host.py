@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from conftest import RUNCMD_MARKER, TEST_PACKAGE, WRITTEN_FILE, WRITTEN_TEXT
+from guest_kit import RUNCMD_MARKER, TEST_PACKAGE, WRITTEN_FILE, WRITTEN_TEXT, guest
 from typer.testing import CliRunner
 
 from choiros_infra.kitchen_cmd import kitchen_app
@@ -21,10 +21,6 @@ from kitchen.ssh_access import ssh_argv
 from kitchen.state import PUBLIC_KEYS, HostState
 
 pytestmark = pytest.mark.kitchen
-
-
-def guest(host: HostState, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    return lifecycle.exec_in(host.name, list(argv), user=user)
 
 
 def test_cloud_init_converged_the_user_data(main_host: HostState) -> None:

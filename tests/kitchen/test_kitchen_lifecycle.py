@@ -7,7 +7,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import MakeHost, host_name, user_data
+from guest_kit import MakeHost, host_name, user_data
 from kitchen_checks import traces_of
 from typer.testing import CliRunner
 

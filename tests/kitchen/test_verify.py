@@ -9,12 +9,11 @@ import json
 import os
 import pwd
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import host_name
+from guest_kit import healthy, host_name, wait_until
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
@@ -44,19 +43,6 @@ def host(stack_file: Path) -> Iterator[HostState]:
 def on_host(host: HostState, *argv: str) -> None:
     result = lifecycle.exec_in(host.name, list(argv))
     assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-
-
-def wait_until(what: str, holds: Callable[[], bool], deadline: float = 60) -> None:
-    end = time.monotonic() + deadline
-    while not holds():
-        if time.monotonic() > end:
-            pytest.fail(f"the host did not recover within {deadline:g}s: {what}")
-        time.sleep(0.5)
-
-
-def backend_healthy(host: HostState) -> bool:
-    result = lifecycle.exec_in(host.name, ["curl", "-fsS", "http://127.0.0.1:8080/health"])
-    return result.returncode == 0
 
 
 def run_verify(host: HostState, out: Path, stack_file: Path,
@@ -138,7 +124,7 @@ def test_a_stopped_service_fails_the_service_checks(host: HostState, tmp_path: P
                                                   str(junit), "--report", str(report)])
     finally:
         on_host(host, "systemctl", "start", "choiros-backend")
-        wait_until("backend /health", lambda: backend_healthy(host))
+        wait_until("the host recovered: backend /health", lambda: healthy(host), 60, 0.5)
     assert result.exit_code == 1, result.output
     titles = failed(read_junit(junit))
     assert "test_service_is_enabled_and_running[choiros-backend.service]" in titles

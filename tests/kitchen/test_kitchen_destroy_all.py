@@ -1,6 +1,7 @@
-"""``destroy --all`` removes every kitchen host and stops the kitchen cloud. Runs last
-(file order), and only when no kitchens other than the tests' own exist and no other xdist
-worker runs, so it never takes down a developer's running kitchen or a parallel test's."""
+"""``destroy --all`` removes every kitchen host and stops the kitchen cloud. Runs after every
+other test of the session (marker ``last``, ordered by conftest.py's collection hook), and only
+when no kitchens other than the tests' own exist and no other xdist worker runs, so it never
+takes down a developer's running kitchen or a parallel test's."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import os
 import subprocess
 
 import pytest
-from conftest import TEST_PREFIX, host_name, user_data
+from guest_kit import TEST_PREFIX, host_name, user_data
 from kitchen_checks import traces_of
 from typer.testing import CliRunner
 
 from choiros_infra.kitchen_cmd import kitchen_app
 from kitchen import cloud, lifecycle, state
 
-pytestmark = pytest.mark.kitchen
+pytestmark = [pytest.mark.kitchen, pytest.mark.last]
 
 
 def test_destroy_all_removes_hosts_and_stops_the_cloud(kitchen_cloud: cloud.CloudInfo) -> None:
