@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from choiros_infra.errors import fail, fail_config
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
@@ -87,16 +86,16 @@ def register(app: typer.Typer) -> None:
                  "--account-id $(aws sts get-caller-identity --query Account --output text)")
         account = account_id or KITCHEN_ACCOUNT
         if problem := account_id_problem(account):
-            fail(f"--account-id {escape(problem)}", "give the 12-digit id of the stack's account")
+            fail(f"--account-id {problem}", "give the 12-digit id of the stack's account")
         try:
             count = render_to(out, stack_file, target, account)
         except ConfigError as error:
             fail_config(error)
         except ValueError as error:
-            fail(escape(str(error)), "give a new or empty directory, or one an earlier render "
+            fail(str(error), "give a new or empty directory, or one an earlier render "
                  "wrote")
         except OSError as error:
-            fail(f"cannot write {escape(str(out))}: {error.strerror}",
+            fail(f"cannot write {out}: {error.strerror}",
                  "choose a writable --out directory")
         typer.echo(f"rendered {count} files, user-data and cloud-config.yaml for "
                    f"{target.value} (account {account}) into {out}")

@@ -58,3 +58,13 @@ def test_a_directory_that_is_not_a_render_is_refused_untouched(tmp_path: Path) -
     code, output = render(out, "--target", "kitchen")
     assert code == 2 and "is not empty and holds more than an earlier render" in output
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_a_refused_out_directory_is_named_with_its_brackets(tmp_path: Path) -> None:
+    out = tmp_path / "out [1]"
+    out.mkdir()
+    (out / "stray").write_text("not a render")
+    code, output = render(out, "--target", "kitchen")
+    assert code == 2
+    assert f"Error: --out {out} is not empty" in output
+    assert (out / "stray").read_text() == "not a render"
