@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import host_name
+from guest_kit import host_name
 
 from choiros_infra.kitchen_stack import put_stack_role, stack_instance_policy, stack_up
 from infra.config import StackConfig, load_stack_file
