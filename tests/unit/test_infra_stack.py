@@ -234,7 +234,7 @@ def test_main_declares_the_stack_from_pulumi_config_and_exports_every_output(
 
     def check(args: list[Any]) -> None:
         resources, url = args
-        assert len(resources) == 53, [r.urn for r in resources]
+        assert len(resources) == 54, [r.urn for r in resources]
         assert url.startswith("http://198.51.100."), url
         tags = one(resources, "aws:ec2/instance:Instance").inputs["tags"]
         assert tags["owner"] == "ops", "the stack file's tags reach the resources"

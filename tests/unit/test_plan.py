@@ -40,7 +40,7 @@ EXAMPLE_COUNTS = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2,
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 2,
     "aws:s3/bucketVersioning:BucketVersioning": 2,
-    "aws:s3/bucketObjectv2:BucketObjectv2": 14,
+    "aws:s3/bucketObjectv2:BucketObjectv2": 15,
     "aws:sns/topic:Topic": 1,
     "aws:sns/topicSubscription:TopicSubscription": 1,
     "choiros:infra:Bucket": 2,
@@ -130,7 +130,7 @@ def test_the_same_stack_file_prints_the_same_bytes(flag: list[str]) -> None:
 def test_full_tables_list_resources_lookups_and_outputs() -> None:
     result = invoke("--stack-file", str(EXAMPLE), "--full")
     assert result.exit_code == 0, result.stderr
-    for expected in ("choiros-example: 53 resources", "aws:ec2:Instance",
+    for expected in ("choiros-example: 54 resources", "aws:ec2:Instance",
                      "choiros-example-host-instance", "aws:ec2/getAmi:getAmi",
                      "ssh admin@198.51.100."):
         assert expected in result.stdout, expected
@@ -276,7 +276,7 @@ def test_against_the_same_plan_nothing_changes(tmp_path: Path,
                                                example_json: list[dict[str, Any]]) -> None:
     saved = stack_file(tmp_path, "plan.json", json.dumps(example_json))
     result = against(EXAMPLE, saved)
-    assert "0 to replace, 0 to update, 0 to create, 0 to delete, 53 unchanged" in result.stdout
+    assert "0 to replace, 0 to update, 0 to create, 0 to delete, 54 unchanged" in result.stdout
     assert "REPLACED" not in result.stdout
 
 
@@ -315,7 +315,7 @@ def test_against_as_json_lists_every_resource_with_its_operation(tmp_path: Path)
     ops = {(c["name"], c["op"]) for c in report["changes"]}
     assert ("choiros-example-alarms-email", "delete") in ops
     assert report["counts"]["delete"] == 1 and report["counts"]["replace"] == 0
-    assert sum(report["counts"].values()) == len(report["changes"]) == 53
+    assert sum(report["counts"].values()) == len(report["changes"]) == 54
 
 
 @pytest.mark.parametrize(("name", "text", "problem"), [
