@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import host_name
+from guest_kit import host_name
 
 from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.redaction import MASK, variable_of
