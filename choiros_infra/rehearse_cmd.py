@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from choiros_infra import verify_cmd
-from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, fail
+from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, fail, refusals
 from choiros_infra.host_access import UsageProblem, run_on_host
 from choiros_infra.kitchen_stack import test_secret_value
 from choiros_infra.redaction import Redactor
@@ -76,13 +76,11 @@ def rehearse(
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
         fail(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
              "letters, digits, spaces and ._:/- (at most 61), e.g. --stamp-runbooks kitchen")
-    try:
+    with refusals():
         host = kitchen_host(name)
         rehearsal = Rehearsal(host, say=lambda text: stderr.print(escape(text)),
                               check=_check)
         ok = rehearsal.run(selected)
-    except UsageProblem as problem:
-        fail(problem.problem, problem.fix)
     for result in rehearsal.results:
         if result.failure is not None:
             stderr.print(f"[bold red]FAILED[/] {escape(str(result.failure))}", markup=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import host_name
+from guest_kit import host_name
 
 from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.rehearse import read_runbooks
