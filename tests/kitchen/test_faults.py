@@ -8,17 +8,15 @@ One host for the module (``mon-<hex>``) from a throwaway copy of the example sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paramiko
 import pytest
 from guest_data import small_filesystem
 from guest_kit import guest, healthy, metric_points, wait_until
@@ -205,28 +203,36 @@ def test_a_filling_filesystem_is_reported_and_a_full_one_is_unhealthy_corrupting
     assert health_run(host)["healthy"] is True
 
 
-def _failed_login(address: str, user: str, source: str = "") -> str:
-    """One SSH login as an unknown user with a throwaway key, from ``source`` (default: the
-    address the route picks); the local address used."""
-    sock = socket.create_connection((address, 22), timeout=10, source_address=(source, 0))
-    local = str(sock.getsockname()[0])
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=10)
-        with contextlib.suppress(paramiko.SSHException):
-            transport.auth_publickey(user, paramiko.RSAKey.generate(2048))
-    finally:
-        transport.close()
-    return local
+def _local_address(address: str, source: str) -> str:
+    """The address this machine connects to ``address`` from: ``source``, or the route's."""
+    if source:
+        return source
+    route = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True,
+                           text=True, check=True).stdout.split()
+    return route[route.index("src") + 1]
 
 
 def _failed_logins(host: HostState, source: str = "", count: int = 5) -> str:
-    local = ""
-    for n in range(count):
-        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
-            local = _failed_login(host.address, f"nobody-{n}-{secrets.token_hex(2)}", source)
-    assert local, "no SSH connection could be made at all"
-    return local
+    """``count`` SSH logins as unknown users, each offering one throwaway key, with this
+    machine's OpenSSH client (the host offers only a post-quantum key exchange, which OpenSSH
+    from 8.5 on speaks), from ``source`` (default: the address the route picks); the local
+    address they came from."""
+    with tempfile.TemporaryDirectory() as keys:
+        key = Path(keys) / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
+        bind = ["-b", source] if source else []
+        denied = 0
+        for n in range(count):
+            attempt = subprocess.run(
+                ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                 "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", *bind,
+                 f"nobody-{n}-{secrets.token_hex(2)}@{host.address}", "true"],
+                capture_output=True, text=True, timeout=30, check=False)
+            denied += "Permission denied (publickey)" in attempt.stderr
+    assert denied, f"no login got as far as its key: {attempt.stderr}"
+    return _local_address(host.address, source)
 
 
 def _fresh_login(host: HostState, source: str = "") -> subprocess.CompletedProcess[str]:
