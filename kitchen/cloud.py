@@ -132,7 +132,15 @@ Matcher = Callable[[list[str]], bool]
 
 
 def _ours(pid: int | None, matcher: Matcher) -> bool:
-    return pid is not None and pid_alive(pid) and bool(matcher(cmdline(pid)))
+    """``pid`` runs the daemon ``matcher`` knows; for moto and the metadata service, also
+    with this interpreter: one started from another checkout's (or a deleted) environment
+    runs other code, so it is replaced rather than used."""
+    if pid is None or not pid_alive(pid):
+        return False
+    argv = cmdline(pid)
+    if not matcher(argv):
+        return False
+    return matcher is _is_apt_proxy or (bool(argv) and argv[0] == sys.executable)
 
 
 def _port_open(port: int) -> bool:  # on the cloud address

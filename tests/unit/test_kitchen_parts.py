@@ -4,6 +4,7 @@ the nspawn command line and error texts."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from kitchen import container, image, network, seed
 from kitchen.errors import ConvergeError, UsageError
 from kitchen.paths import validate_name
+from kitchen.processes import cmdline, poll_until
 from kitchen.state import PUBLIC_KEYS, HostState
 
 pytestmark = pytest.mark.unit
@@ -90,3 +92,29 @@ def test_converge_error_shows_status_units_log_and_fix() -> None:
     assert "boom" in text
     assert text.endswith("Try: ssh in")
     assert error.exit_code == 1
+
+
+def test_a_cloud_daemon_from_another_interpreter_is_not_used(tmp_path: Path) -> None:
+    """A moto or metadata service started by another checkout's environment (or one since
+    deleted) runs other code: the kitchen replaces it instead of using it."""
+    import sys
+
+    from kitchen import cloud
+
+    other = tmp_path / "python3"
+    other.symlink_to(sys.executable)
+    processes = {}
+    for name, interpreter in (("ours", sys.executable), ("other", str(other))):
+        processes[name] = subprocess.Popen(
+            [interpreter, "-c", "import time; time.sleep(60)", cloud.MOTO_MODULE,
+             cloud.CLOUD_ADDRESS])
+    try:
+        assert poll_until(lambda: all(cloud._is_moto(cmdline(p.pid))
+                                      for p in processes.values()), 10)
+        assert cloud._ours(processes["ours"].pid, cloud._is_moto)
+        assert not cloud._ours(processes["other"].pid, cloud._is_moto)
+        assert not cloud._ours(processes["ours"].pid, cloud._is_metadata)
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
