@@ -61,7 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,10 +188,18 @@ def replica_files(cfg: Config) -> list[ReplicaFile]:
                         "binary is the pinned version", BROKEN) from e
 
 
+# `litestream ltx` lists each file's time to the whole second; it was written within the second
+# that follows.
+LISTED_TO = timedelta(seconds=1)
+
+
 def restorable_range(files: list[ReplicaFile]) -> tuple[datetime, datetime]:
-    """(oldest, newest) moment a restore can reach: the oldest snapshot, the newest file."""
+    """(oldest, newest): the first whole second after the oldest snapshot was written, and
+    the second the newest file was listed at. Not the snapshot's listed second itself: for a
+    moment earlier in that second than the write, Litestream finds no backup at all."""
     snapshots = [f.timestamp for f in files if f.level == SNAPSHOT_LEVEL]
-    return min(snapshots or [f.timestamp for f in files]), max(f.timestamp for f in files)
+    oldest = min(snapshots or [f.timestamp for f in files]) + LISTED_TO
+    return oldest, max(f.timestamp for f in files)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -476,8 +484,9 @@ def _restore(cfg: Config, at: datetime | None, verify_only: bool,
             raise ToolError(f"--at {at:%Y-%m-%dT%H:%M:%SZ} is outside the retention: the "
                             f"oldest restorable moment is {oldest:%Y-%m-%dT%H:%M:%SZ}",
                             f"{span}; choose a time in that window")
-        # After the newest change the database was what the latest backup holds.
-        target = at if at < newest else None
+        # After the newest change the database was what the latest backup holds; within its
+        # listed second, only Litestream knows whether the moment came before it.
+        target = at if at < newest + LISTED_TO else None
     what = f"as of {at:%Y-%m-%dT%H:%M:%SZ}" if at else "latest"
     print(f"restore: {what} from {replica_url(cfg)} (restorable from "
           f"{oldest:%Y-%m-%dT%H:%M:%SZ}, newest change {newest:%Y-%m-%dT%H:%M:%SZ})")

@@ -354,6 +354,27 @@ def test_the_default_scratch_is_off_the_data_filesystem(host: Host, tmp_path: Pa
     assert cb.scratch_for(host.cfg, 1, None) == shm
 
 
+def test_the_oldest_restorable_moment_printed_is_one_litestream_restores(
+        host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    """`litestream ltx` lists the snapshot's second; a moment early in that second precedes
+    the write, and Litestream then finds no backup. The tool refuses it and names the next
+    whole second, which restores."""
+    host.write("event 1")
+    host.replicate("-force-snapshot")
+    time.sleep(2.2)
+    host.write("event 2")
+    host.replicate()
+    (listed,) = [f.timestamp for f in cb.replica_files(host.cfg) if f.level == cb.SNAPSHOT_LEVEL]
+    at = listed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, _, err = host.run(cb.restore_main, "--verify-only", "--at", at, capsys=capsys)
+    assert code == tool.REFUSED, err
+    named = (listed + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"the oldest restorable moment is {named}" in err, err
+    code, out, err = host.run(cb.restore_main, "--verify-only", "--at", named, capsys=capsys)
+    assert code == tool.OK, err
+    assert "events: 1 rows" in out, out
+
+
 def test_restore_at_a_moment_swaps_in_that_state_and_keeps_the_old_database(
         host: Host, capsys: pytest.CaptureFixture[str]) -> None:
     moments = _replica_with_history(host)
