@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from choiros_infra.expect.model import Check, Statement, TextMatch, quote
@@ -50,7 +50,10 @@ class ProbeContext:
     """How to reach the host. ``sudo``: commands already run as root (testinfra ``--sudo``);
     ``outside_address``: the host's address as seen from this machine; ``scheme`` and
     ``caddy_port`` (default 443/80) for ``via caddy``; ``direct_url`` for ``direct``, from the
-    host itself."""
+    host itself. ``answers``: what each request through Caddy got in this run (one context
+    serves a whole run), so statements making the same request share one answer, as they share
+    the read-ahead's command outputs; a host that does not answer costs one timeout, not one
+    per statement."""
 
     host: HostLike
     outside_address: str
@@ -60,6 +63,8 @@ class ProbeContext:
     direct_url: str = "http://127.0.0.1:8080"
     connect_timeout: float = 3.0
     http_timeout: float = 10.0
+    answers: dict[tuple[str, str], object] = field(default_factory=dict, compare=False,
+                                                   repr=False)
 
 
 @dataclass(frozen=True)

@@ -24,25 +24,23 @@ UNKNOWN_PATH = "/no/such/page/choiros-verify"
 
 
 class Responses:
-    """GET responses through Caddy, each fetched once per module."""
+    """GET responses through Caddy, each fetched once per module (a failure too: a host
+    that does not answer costs one timeout, not one per test)."""
 
     def __init__(self, caddy: ProbeContext) -> None:
         self.caddy = caddy
-        self.seen: dict[tuple[str, int | None], HttpResponse] = {}
+        self.other_ports: dict[int, ProbeContext] = {}
 
     def get(self, path: str, port: int | None = None) -> HttpResponse:
-        key = (path, port)
-        if key not in self.seen:
-            ctx = self.caddy
-            if port is not None:
-                ctx = ProbeContext(host=ctx.host, outside_address=ctx.outside_address,
-                                   sudo=ctx.sudo, scheme="http" if port == 80 else ctx.scheme,
-                                   caddy_port=port)
-            response = fetch_via_caddy(ctx, "GET", path)
-            if isinstance(response, str):
-                pytest.fail(response, pytrace=False)
-            self.seen[key] = response
-        return self.seen[key]
+        ctx = self.caddy
+        if port is not None:
+            ctx = self.other_ports.setdefault(port, ProbeContext(
+                host=ctx.host, outside_address=ctx.outside_address, sudo=ctx.sudo,
+                scheme="http" if port == 80 else ctx.scheme, caddy_port=port))
+        response = fetch_via_caddy(ctx, "GET", path)
+        if isinstance(response, str):
+            pytest.fail(response, pytrace=False)
+        return response
 
 
 @pytest.fixture(scope="module")

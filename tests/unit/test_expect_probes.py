@@ -283,6 +283,26 @@ def test_http_via_caddy_failure_names_observed_values(web: ProbeContext) -> None
     assert len(lines) == 6
 
 
+def test_a_request_through_caddy_is_sent_once_per_run(closed_port: int,
+                                                     ctx: ProbeContext) -> None:
+    """Statements making the same request share its answer, so a host that does not answer
+    costs one timeout per request, not one per statement; another request is still sent."""
+    context = ProbeContext(host=ctx.host, outside_address="127.0.0.1", scheme="http",
+                           caddy_port=closed_port)
+    refused = outcomes("http GET /health via caddy: 200", context)[0].observed
+    server = ThreadingHTTPServer(("127.0.0.1", closed_port), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # the server now answers; this run keeps its first answer for the same request
+        assert outcomes("http GET /health via caddy: 200", context)[0].observed == refused
+        assert outcomes("http GET / via caddy: 200", context)[0].ok
+        fresh = ProbeContext(host=ctx.host, outside_address="127.0.0.1", scheme="http",
+                             caddy_port=closed_port)
+        assert outcomes("http GET /health via caddy: 200", fresh)[0].ok, "a new run asks"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_http_json_on_a_non_json_body(web: ProbeContext) -> None:
     assert report("http GET / via caddy: 200, json status = healthy", web) == [
         'rb.md:2: http GET / via caddy: expected json status = healthy, '

@@ -212,7 +212,17 @@ def parse_curl_include(output: str) -> HttpResponse:
 
 def fetch_via_caddy(ctx: ProbeContext, method: str, path: str) -> HttpResponse | str:
     """The request from this machine to the host's address (TLS not verified: the kitchen
-    signs with Caddy's internal CA). Returns the response, or what went wrong."""
+    signs with Caddy's internal CA), sent once per context (``ProbeContext.answers``).
+    Returns the response, or what went wrong."""
+    key = (method, path)
+    if key not in ctx.answers:
+        ctx.answers[key] = _request_via_caddy(ctx, method, path)
+    answer = ctx.answers[key]
+    assert isinstance(answer, HttpResponse | str)
+    return answer
+
+
+def _request_via_caddy(ctx: ProbeContext, method: str, path: str) -> HttpResponse | str:
     port = ctx.caddy_port or (443 if ctx.scheme == "https" else 80)
     connection: http.client.HTTPConnection
     if ctx.scheme == "https":
