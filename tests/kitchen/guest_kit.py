@@ -13,11 +13,14 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from choiros_infra import kitchen_site
+from choiros_infra.kitchen_stack import stack_up
 from infra.config import StackConfig
 from kitchen import cloud, lifecycle
 from kitchen.processes import poll_until
@@ -55,6 +58,15 @@ def user_data(info: cloud.CloudInfo, *, runcmd: str = f"echo converged > {RUNCMD
 
 def host_name(what: str) -> str:
     return f"{TEST_PREFIX}{what}-{secrets.token_hex(2)}"
+
+
+@contextmanager
+def stack_host(name: str, stack_file: Path) -> Iterator[HostState]:
+    """A host converged from ``stack_file`` as ``kitchen up`` would, destroyed afterwards."""
+    try:
+        yield stack_up(name, stack_file)
+    finally:
+        lifecycle.destroy(name)
 
 
 MakeHost = Callable[..., HostState]

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from guest_kit import stack_host
 
-from choiros_infra.kitchen_stack import remove_stack_objects, stack_up, throwaway_stack
+from choiros_infra.kitchen_stack import remove_stack_objects, throwaway_stack
 from choiros_infra.verify import PROJECT_ROOT
 from infra.config import load_stack_file
 from kitchen import cloud, lifecycle
@@ -42,11 +43,8 @@ def drift_stack(kitchen_cloud: cloud.CloudInfo,
 
 @pytest.fixture(scope="module")
 def host(drift_stack: Path) -> Iterator[HostState]:
-    name = f"dr-{secrets.token_hex(2)}"
-    try:
-        yield stack_up(name, drift_stack)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(f"dr-{secrets.token_hex(2)}", drift_stack) as host:
+        yield host
 
 
 def on_host(host: HostState, *argv: str) -> None:

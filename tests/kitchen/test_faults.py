@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 from guest_data import small_filesystem
-from guest_kit import guest, healthy, metric_points, wait_until
+from guest_kit import guest, healthy, metric_points, stack_host, wait_until
 
 from choiros_infra.diagnose import SECTIONS
 from choiros_infra.diagnose_cmd import execute as diagnose
 from choiros_infra.host_access import HostAccess
-from choiros_infra.kitchen_stack import publish_stand_in, stack_up
+from choiros_infra.kitchen_stack import publish_stand_in
 from choiros_infra.release_store import ReleaseStore
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig, load_stack_file
 from infra.user_data import bucket_names
-from kitchen import cloud, lifecycle
+from kitchen import cloud
 from kitchen.ssh_access import ssh_config
 from kitchen.state import HostState
 from provisioning.spec import METRICS
@@ -41,11 +41,8 @@ RECOVERY_SECONDS = 10.0
 
 @pytest.fixture(scope="module")
 def host(stack_file: Path) -> Iterator[HostState]:
-    name = f"mon-{secrets.token_hex(3)}"
-    try:
-        yield stack_up(name, stack_file)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(f"mon-{secrets.token_hex(3)}", stack_file) as host:
+        yield host
 
 
 @pytest.fixture(scope="module")

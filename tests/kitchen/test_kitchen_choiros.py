@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from guest_kit import api, host_name
+from guest_kit import api, host_name, stack_host
 
 from choiros_infra import kitchen_site
 from choiros_infra.host_access import HostAccess
@@ -23,11 +23,8 @@ pytestmark = pytest.mark.kitchen
 
 @pytest.fixture(scope="module")
 def choiros_host(stack_file: Path) -> Iterator[HostState]:
-    name = host_name("choiros")
-    try:
-        yield stack_up(name, stack_file)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(host_name("choiros"), stack_file) as host:
+        yield host
 
 
 def verify(host: HostState, stack_file: Path) -> int:

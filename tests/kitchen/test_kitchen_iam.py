@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guest_kit import host_name
+from guest_kit import host_name, stack_host
 
-from choiros_infra.kitchen_stack import put_stack_role, stack_instance_policy, stack_up
+from choiros_infra.kitchen_stack import put_stack_role, stack_instance_policy
 from infra.config import StackConfig, load_stack_file
 from kitchen import lifecycle
 from kitchen.state import HostState
@@ -29,11 +29,8 @@ SECRETS_TOOL = "/usr/local/sbin/choiros-secrets"
 
 @pytest.fixture(scope="module")
 def host(stack_file: Path) -> Iterator[HostState]:
-    name = host_name("iam")
-    try:
-        yield stack_up(name, stack_file)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(host_name("iam"), stack_file) as host:
+        yield host
 
 
 def without(policy: dict[str, Any], action: str) -> dict[str, Any]:

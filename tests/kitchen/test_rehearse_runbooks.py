@@ -16,12 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from guest_kit import host_name
+from guest_kit import host_name, stack_host
 
-from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.rehearse import read_runbooks
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
-from kitchen import lifecycle
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
@@ -31,11 +29,8 @@ CLI = PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"
 
 @pytest.fixture(scope="module")
 def host(stack_file: Path) -> Iterator[HostState]:
-    name = host_name("rehearse")
-    try:
-        yield stack_up(name, stack_file)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(host_name("rehearse"), stack_file) as host:
+        yield host
 
 
 def test_every_marked_procedure_runs_as_written(host: HostState) -> None:

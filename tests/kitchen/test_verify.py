@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from guest_kit import healthy, host_name, wait_until
+from guest_kit import healthy, host_name, stack_host, wait_until
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
 from choiros_infra.host_access import HostAccess
 from choiros_infra.kitchen_cmd import kitchen_app
-from choiros_infra.kitchen_stack import stack_up
 from choiros_infra.verify import PROJECT_ROOT
 from choiros_infra.verify_cmd import execute
 from choiros_infra.verify_report import CheckResult, read_junit
@@ -33,11 +32,8 @@ EDITED = "/etc/fail2ban/jail.local"  # fail2ban is not reloaded: the edit is onl
 
 @pytest.fixture(scope="module")
 def host(stack_file: Path) -> Iterator[HostState]:
-    name = host_name("verify")
-    try:
-        yield stack_up(name, stack_file)
-    finally:
-        lifecycle.destroy(name)
+    with stack_host(host_name("verify"), stack_file) as host:
+        yield host
 
 
 def on_host(host: HostState, *argv: str) -> None:
