@@ -22,7 +22,7 @@ from typing import Any
 
 from choiros_infra.release_store import ReleaseStore, file_sha256
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
-from infra.config import StackConfig, load_stack_file
+from infra.config import StackConfig, load_stack_file, stack_name_of
 from infra.user_data import bucket_names
 from kitchen import cgroups, cloud, container, lifecycle
 from kitchen import iam as kitchen_iam
@@ -140,23 +140,35 @@ def replace_host(name: str, stack_file: Path, *, hard: bool = False,
     return _boot(name, stack_file, cfg, progress)
 
 
-def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill") -> Path:
+def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill", *,
+                    own_parameters: bool = False) -> Path:
     """A copy of ``stack_file`` under a fresh stack name ``<prefix>-<hex>``: its own buckets and
-    backup prefix, so a drill or a test never touches another host's backups."""
-    path = workdir / f"Pulumi.{prefix}-{secrets.token_hex(3)}.yaml"
-    path.write_text(stack_file.read_text())
+    backup prefix, so a drill or a test never touches another host's backups. With
+    ``own_parameters``, its secrets under ``/choiros/<stack>/`` are renamed to the new stack's
+    (``/choiros/<prefix>-<hex>/...``), so that changing one (the security runbook's rotation)
+    changes no other host's."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    path = workdir / f"Pulumi.{name}.yaml"
+    text = stack_file.read_text()
+    if own_parameters:
+        text = text.replace(f"/choiros/{stack_name_of(stack_file)}/", f"/choiros/{name}/")
+    path.write_text(text)
     load_stack_file(path)
     return path
 
 
 def remove_stack_objects(cfg: StackConfig) -> None:
-    """Delete the stack's buckets and everything in them, and its instance role, from the
-    kitchen cloud (moto keeps them in memory)."""
+    """Delete the stack's buckets and everything in them, its instance role and its own SSM
+    parameters (those under ``/choiros/<stack>/``) from the kitchen cloud (moto keeps them in
+    memory)."""
     iam = cloud.aws_client("iam", cfg.region)
     with contextlib.suppress(iam.exceptions.NoSuchEntityException):
         iam.delete_role_policy(RoleName=instance_role_name(cfg),
                                PolicyName=kitchen_iam.ROLE_POLICY_NAME)
         iam.delete_role(RoleName=instance_role_name(cfg))
+    own = [p for p in cfg.secrets if p.startswith(f"/choiros/{cfg.stack}/")]
+    if own:
+        cloud.aws_client("ssm", cfg.region).delete_parameters(Names=own)
     s3 = cloud.aws_client("s3", cfg.region)
     names = bucket_names(cfg, KITCHEN_ACCOUNT)
     for bucket in (names.backups, names.artifacts):

@@ -47,6 +47,14 @@ PLACEHOLDERS: Mapping[str, str] = {
     "version": "the release the host runs when the rehearsal starts",
     "time": "a moment in UTC (2026-11-25T14:05:00Z): when the step starts",
     "ssh_key": "the private half of choiros:ssh_public_key (the kitchen host's own key)",
+    "target": "what the host was rendered for: aws (EC2), kitchen (a kitchen host)",
+    "secret_value": "a secret's new value (the kitchen's test value: its other hosts keep theirs)",
+    "copy": "the URL `choiros-backup --copy` printed last (captured from an earlier step)",
+}
+# Placeholders bound from an earlier step's output, not from the host: the last match of the
+# pattern's group in the output of any step before, in the same rehearsal.
+CAPTURED: Mapping[str, re.Pattern[str]] = {
+    "copy": re.compile(r"^backup: uploaded (s3://\S+)$", re.M),
 }
 PLACEHOLDER = re.compile(r"<([a-z][a-z0-9_]*)>")
 # A bound value is substituted into a shell line as is: it must be one plain word.
@@ -245,6 +253,27 @@ _MARK = re.compile(rf"^{_FAILED_AT} (\d+) exit (\d+)$", re.M)
 def script(lines: Sequence[tuple[int, str]]) -> str:
     """The bash script for a step's (bound) lines: the preamble, then the lines as written."""
     return "\n".join([PREAMBLE, *(text for _, text in lines)]) + "\n"
+
+
+def captured(output: str) -> dict[str, str]:
+    """The ``CAPTURED`` placeholders a step's output binds: each pattern's last match."""
+    found = {key: pattern.findall(output) for key, pattern in CAPTURED.items()}
+    return {key: matches[-1] for key, matches in found.items() if matches}
+
+
+def unbound(step: Step, values: Mapping[str, str]) -> str | None:
+    """None when ``values`` bind every placeholder ``step`` names; else why not, as the output
+    of a step that failed (exit 2) at the first line naming one (``locate_failure`` reads it)."""
+    for index, (_, text) in enumerate(step.lines):
+        names = [m[1] for m in PLACEHOLDER.finditer(text) if m[1] not in values]
+        if names:
+            name = names[0]
+            why = (f"it is captured from an earlier step's output ({CAPTURED[name].pattern}), "
+                   "and no step before this one printed it" if name in CAPTURED
+                   else "this host does not give it")
+            # Script line 1 is the preamble.
+            return f"rehearse: <{name}> has no value: {why}\n{_FAILED_AT} {index + 2} exit 2"
+    return None
 
 
 def bind(values: Mapping[str, str]) -> dict[str, str]:

@@ -154,7 +154,8 @@ def kitchen_host(name: str) -> RehearsalHost:
               "stack": cfg.stack, "stack_file": str(target.stack_file), "region": cfg.region,
               "account_id": target.account_id, "bucket": buckets.backups,
               "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
-              "version": version, "ssh_key": str(key or "")}
+              "version": version, "ssh_key": str(key or ""), "target": "kitchen",
+              "secret_value": test_secret_value(cfg.secrets[0]) if cfg.secrets else ""}
     # What a step's output must never show: the stack's secrets (by name, and the kitchen's
     # values of them) and the kitchen cloud's admin key.
     redact = Redactor(names=Redactor.for_parameters(cfg.secrets).names,

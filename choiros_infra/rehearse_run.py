@@ -30,8 +30,10 @@ from choiros_infra.rehearse import (
     Step,
     StepFailure,
     bind,
+    captured,
     locate_failure,
     script,
+    unbound,
 )
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
 
@@ -91,6 +93,8 @@ class Rehearsal:
     say: Callable[[str], None]
     check: Callable[[RehearsalHost, Path], int]
     results: list[RunbookResult] = field(default_factory=list)
+    # The CAPTURED placeholders earlier steps' output bound (e.g. <copy>).
+    captured: dict[str, str] = field(default_factory=dict)
 
     def run(self, runbooks: Sequence[Runbook]) -> bool:
         spoiled = spoiled_by(self.host)
@@ -123,6 +127,7 @@ class Rehearsal:
                 output = self.host.redact(output)
                 result.failure = locate_failure(step, status, output)
                 return result
+            self.captured.update(captured(output))
         if has_expectations(runbook.path):
             self.say(f"rehearse: {runbook.file}: checking its expect blocks")
             code = self.check(self.host, runbook.path)
@@ -132,7 +137,11 @@ class Rehearsal:
 
     def _step(self, step: Step, env: Mapping[str, str]) -> tuple[int, str]:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        text = script(step.bound(bind({**self.host.values, "time": now})))
+        values = {**self.host.values, **self.captured, "time": now}
+        missing = unbound(step, values)
+        if missing is not None:
+            return 2, missing
+        text = script(step.bound(bind(values)))
         if step.where == "host":
             return self.host.on_host(["bash", "-c", text], STEP_TIMEOUT)
         try:

@@ -4,7 +4,8 @@ the runbooks' `Last verified:` lines. A procedure that breaks fails here at its 
 with the command and the tail of its output.
 
 One host for all of them (the procedures that would destroy it are not rehearsed and say
-so), so the rehearsal adds one boot to CI.
+so), so the rehearsal adds one boot to CI. Its stack is a throwaway copy of the example with
+its own SSM parameters too: the security runbook rotates one.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 from guest_kit import host_name, stack_host
 
+from choiros_infra.kitchen_stack import remove_stack_objects, throwaway_stack
 from choiros_infra.rehearse import read_runbooks
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
+from infra.config import load_stack_file
+from kitchen import cloud
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
@@ -28,8 +32,19 @@ CLI = PROJECT_ROOT / ".venv" / "bin" / "choiros-infra"
 
 
 @pytest.fixture(scope="module")
-def host(stack_file: Path) -> Iterator[HostState]:
-    with stack_host(host_name("rehearse"), stack_file) as host:
+def rehearsal_stack(kitchen_cloud: cloud.CloudInfo,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = throwaway_stack(PROJECT_ROOT / "Pulumi.example.yaml",
+                           tmp_path_factory.mktemp("stack"), prefix="kt", own_parameters=True)
+    try:
+        yield path
+    finally:
+        remove_stack_objects(load_stack_file(path))
+
+
+@pytest.fixture(scope="module")
+def host(rehearsal_stack: Path) -> Iterator[HostState]:
+    with stack_host(host_name("rehearse"), rehearsal_stack) as host:
         yield host
 
 

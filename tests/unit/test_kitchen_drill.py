@@ -72,3 +72,13 @@ def test_a_second_live_host_may_not_replicate_into_the_same_prefix(
     monkeypatch.setattr(lifecycle.network, "numbers_in_use", lambda: set())
     monkeypatch.setattr(lifecycle, "_traces", lambda name: [])
     assert lifecycle._reserve("second", replica).replica == replica
+
+
+def test_a_throwaway_stack_with_own_parameters_names_its_secrets_after_itself(
+        tmp_path: Path) -> None:
+    """The rehearsal's stack rotates a secret: its parameters are its own, not the example's."""
+    example = load_stack_file(ROOT / "Pulumi.example.yaml")
+    own = load_stack_file(throwaway_stack(ROOT / "Pulumi.example.yaml", tmp_path, prefix="kt",
+                                          own_parameters=True))
+    assert example.secrets == ("/choiros/example/OPENAI_API_KEY",)
+    assert own.secrets == (f"/choiros/{own.stack}/OPENAI_API_KEY",)

@@ -208,3 +208,28 @@ def test_a_failing_steps_output_is_redacted(tmp_path: Path) -> None:
     assert failure is not None and failure.line == 6
     assert "kitchen-test-value-for-KEY" not in failure.tail and "sk-live" not in failure.tail
     assert f"token {MASK}" in failure.tail and f"OPENAI_API_KEY={MASK}" in failure.tail
+
+
+def test_a_captured_placeholder_takes_the_value_an_earlier_step_printed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """<copy> is what `choiros-backup --copy` printed last: a later step gets that URL."""
+    # The runbook is outside docs/runbooks, whose expect parser would refuse it; it has none.
+    monkeypatch.setattr("choiros_infra.rehearse_run.has_expectations", lambda _path: False)
+    out = tmp_path / "seen"
+    path = write(tmp_path, "## Copy\n\n```sh rehearse host\necho 'backup: uploaded s3://b/old.db'"
+                 "\necho 'backup: uploaded s3://b/hosts/x/manual/events-20261206T190000Z.db'\n"
+                 f"```\n\n## Back\n\n```sh rehearse host\necho <copy> > {out}\n```\n")
+    rehearsal = Rehearsal(local_host(tmp_path), say=lambda _text: None, check=lambda _h, _p: 0)
+    assert rehearsal.run([read_runbook(path, "x.md")]) is True
+    assert out.read_text() == "s3://b/hosts/x/manual/events-20261206T190000Z.db\n"
+
+
+def test_a_captured_placeholder_no_step_printed_fails_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "## Back\n\n```sh rehearse host\ntrue\n"
+                 "sudo choiros-restore --from-file <copy>\n```\n")
+    rehearsal = Rehearsal(local_host(tmp_path), say=lambda _text: None, check=lambda _h, _p: 0)
+    assert rehearsal.run([read_runbook(path, "x.md")]) is False
+    failure = rehearsal.results[0].failure
+    assert failure is not None
+    assert (failure.line, failure.command) == (5, "sudo choiros-restore --from-file <copy>")
+    assert "<copy> has no value" in failure.tail and "backup: uploaded" in failure.tail
