@@ -5,7 +5,9 @@ The kitchen cloud gets what ``pulumi up`` and the operator would have put in AWS
 buckets, the instance role (from the policy documents the Pulumi program declares, enforced
 by the kitchen cloud; the host gets its credentials from the metadata service), the host's
 artifacts (host tools and the pinned Litestream binary, as the Pulumi
-program uploads them), the SSM parameters the stack names (with test values), and, for a stack
+program uploads them), the SSM parameters the stack names (with test values), the rest of
+what the program declares in AWS (security group, alarms, topic, the instance's record and the
+stack's outputs: :mod:`choiros_infra.kitchen_aws`), and, for a stack
 that wants no release yet, the stand-in app's FIRST_RELEASE published and set as the stack's
 wanted release, as an operator's first ``choiros-infra deploy`` would. A stack that already
 wants a release (its replica and bucket outlived a host) keeps it. The host then converges
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from choiros_infra.kitchen_aws import put_stack_resources
 from choiros_infra.release_store import ReleaseStore, file_sha256
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
 from infra.config import StackConfig, load_stack_file, stack_name_of
@@ -103,9 +106,12 @@ def _boot(name: str, stack_file: Path, cfg: StackConfig,
           progress: Progress | None) -> HostState:
     user_data = rendering_for(cfg, TargetChoice.kitchen).user_data
     st = lifecycle.up(name, user_data, progress=progress,
-                      prepare_cloud=lambda _info: seed_stack(cfg), replica=replica_of(cfg))
+                      prepare_cloud=lambda _info: seed_stack(cfg), replica=replica_of(cfg),
+                      region=cfg.region)
     st.stack_file = str(stack_file.resolve())
     host_state.save(st)
+    with lifecycle.phase(progress, "aws"):
+        put_stack_resources(cfg, name, st.instance_id, st.address)
     return st
 
 

@@ -259,10 +259,12 @@ def one(resources: Sequence[Declared], type_: str, name_suffix: str = "") -> Dec
     return found[0]
 
 
-def install(project: str, stack: str, region: str, *, default_vpc: bool = True) -> Recorder:
-    """Point the Pulumi runtime at fresh recording mocks, with a fresh root stack resource."""
+def install(project: str, stack: str, region: str, *, default_vpc: bool = True,
+            mocks: AwsMocks | None = None) -> Recorder:
+    """Point the Pulumi runtime at fresh recording mocks (``mocks``, or AwsMocks for
+    ``region``), with a fresh root stack resource."""
     pulumi.runtime.reset_options(project=project, stack=stack, preview=False)
-    mocks = AwsMocks(region, default_vpc=default_vpc)
+    mocks = mocks or AwsMocks(region, default_vpc=default_vpc)
     monitor = RecordingMonitor(mocks)
     log = _Collector()
     logger = logging.getLogger(f"choiros.preview.{stack}")
@@ -297,12 +299,14 @@ def _config_error_in(exc: BaseException) -> ConfigError | None:
     return None
 
 
-def run(cfg: StackConfig, *, default_vpc: bool = True) -> Plan:
+def run(cfg: StackConfig, *, default_vpc: bool = True, mocks: AwsMocks | None = None) -> Plan:
     """Run :func:`infra.stack.build` for ``cfg`` under mocks and return everything it declared.
 
     ``default_vpc=False`` models an account without one; a ConfigError raised by the program
-    (such as the missing ``choiros:subnet_id``) propagates to the caller."""
-    recorder = install(cfg.project, cfg.stack, cfg.region, default_vpc=default_vpc)
+    (such as the missing ``choiros:subnet_id``) propagates to the caller. ``mocks``: other
+    answers than AwsMocks' (the kitchen's: its instance id, address and VPC)."""
+    recorder = install(cfg.project, cfg.stack, cfg.region, default_vpc=default_vpc,
+                       mocks=mocks)
     outputs: dict[str, Any] = {}
     built: list[int] = []
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kitchen import cgroups, cloud, container, network, preflight, rootfs
+from kitchen import cgroups, cloud, container, instances, network, preflight, rootfs
 from kitchen import state as host_state
 from kitchen.errors import ConvergeError, KitchenError, UsageError
 from kitchen.image import ensure_image
@@ -33,7 +33,7 @@ from kitchen.locks import locked
 from kitchen.mounts import mounts_below, remove_tree
 from kitchen.paths import HostPaths, lock_file, validate_name
 from kitchen.processes import cmdline, find_processes, pid_alive, poll_until, run
-from kitchen.seed import generate_ssh_key, known_hosts_lines, new_instance_id, write_seed
+from kitchen.seed import generate_ssh_key, known_hosts_lines, write_seed
 from kitchen.ssh_access import close_connections
 from kitchen.state import HostState, HostStatus, now
 
@@ -71,7 +71,7 @@ Progress = Callable[[PhaseEvent], None]
 
 
 @contextmanager
-def _phase(progress: Progress | None, name: str) -> Iterator[None]:
+def phase(progress: Progress | None, name: str) -> Iterator[None]:
     started = time.monotonic()
     if progress:
         progress(PhaseEvent(name, "start"))
@@ -165,6 +165,7 @@ def up(
     keep_failed: bool = True,
     prepare_cloud: Callable[[cloud.CloudInfo], str | None] | None = None,
     replica: str = "",
+    region: str = cloud.DEFAULT_REGION,
 ) -> HostState:
     """Create, boot and converge kitchen host ``name`` from ``user_data`` (bytes, as EC2
     would get them, gzip or not); return its state once cloud-init finished and systemd runs.
@@ -176,38 +177,40 @@ def up(
     converge will fetch, and the instance role, whose ARN it returns (None: the host has no
     role, and the metadata service gives it no credentials). ``replica``
     (s3://bucket/prefix/) is where the host will replicate its database; ``up`` refuses while
-    another live host replicates there.
+    another live host replicates there. The host's instance record is registered in the
+    kitchen cloud's EC2 in ``region`` (its stack's), and its id is the host's instance id.
     """
     validate_name(name)
-    with _phase(progress, "preflight"):
+    with phase(progress, "preflight"):
         preflight.check()
         st = _reserve(name, replica)
     paths = HostPaths(name)
     net = network.HostNetwork(name, st.number)
     try:
-        with _phase(progress, "cloud"):
+        with phase(progress, "cloud"):
             info = cloud.ensure_cloud()
         if prepare_cloud is not None:
-            with _phase(progress, "stack"):
+            with phase(progress, "stack"):
                 st.instance_role = prepare_cloud(info) or ""
                 _save(st)
-        with _phase(progress, "image"):
+        with phase(progress, "image"):
             image = ensure_image(info.apt_proxy_url)
             st.image = image.key
             _save(st)
-        with _phase(progress, "network"):
+        with phase(progress, "network"):
             network.create_host_network(net)
-        with _phase(progress, "rootfs"):
+        with phase(progress, "rootfs"):
             st.rootfs_mode = rootfs.create(image, paths.root, paths.rootfs)
             _save(st)
-        with _phase(progress, "seed"):
+        with phase(progress, "seed"):
             public_key = generate_ssh_key(paths, f"choiros-kitchen-{name}")
-            st.instance_id = new_instance_id(name)
+            st.instance_id = instances.register(name, region)
+            st.instance_region = region
             write_seed(paths, user_data, st.instance_id, st.hostname, public_key)
             _save(st)
-        with _phase(progress, "boot"):
+        with phase(progress, "boot"):
             _boot(st)
-        with _phase(progress, "converge"):
+        with phase(progress, "converge"):
             _converge(st, converge_timeout)
         _save(st, HostStatus.READY)
         return st
@@ -224,7 +227,7 @@ def up(
 
 
 def _rollback(name: str, progress: Progress | None) -> None:
-    with _phase(progress, "rollback"):
+    with phase(progress, "rollback"):
         destroy(name)
 
 
@@ -341,7 +344,7 @@ def reboot(name: str, *, progress: Progress | None = None,
     with systemd running and cloud-init's per-boot stage done."""
     guest = running_guest(name)
     st = status(name)
-    with _phase(progress, "shutdown"):
+    with phase(progress, "shutdown"):
         _save(st, HostStatus.REBOOTING)
         container.request_reboot(guest.init_pid)
         if not container.wait_exit(guest.nspawn_pid, container.SHUTDOWN_TIMEOUT * 2):
@@ -349,10 +352,10 @@ def reboot(name: str, *, progress: Progress | None = None,
         cgroups.kill_all(name)
         cgroups.remove(name)
         container.cleanup_runtime(st.machine)
-    with _phase(progress, "boot"):
+    with phase(progress, "boot"):
         _boot(st)
     try:
-        with _phase(progress, "converge"):
+        with phase(progress, "converge"):
             _converge(st, timeout)
     except ConvergeError as exc:
         st.error = exc.message
@@ -381,9 +384,10 @@ def destroy(name: str, *, progress: Progress | None = None) -> bool:
     st = host_state.load(name)
     number = st.number if st is not None else network.number_in_netns(machine)
     existed = st is not None or bool(_traces(name))
-    with _phase(progress, "destroy"):
+    with phase(progress, "destroy"):
         if st is not None:
             close_connections(st)
+            _terminate_record(st)
         # Short grace: the guest is about to be deleted, an orderly shutdown buys nothing.
         container.stop(machine, st.pids.get("nspawn") if st else None, DESTROY_GRACE)
         cgroups.kill_all(name)
@@ -397,6 +401,13 @@ def destroy(name: str, *, progress: Progress | None = None) -> bool:
                            f"run `{CLI} destroy --name {name}` again; if it persists, "
                            "remove these by hand")
     return existed
+
+
+def _terminate_record(st: HostState) -> None:
+    """Terminate the host's instance record, if the kitchen cloud that holds it still runs
+    (a stopped cloud took its records with it; destroy never starts one)."""
+    if st.instance_id and st.instance_region and cloud.cloud_running():
+        instances.terminate(st.instance_id, st.instance_region)
 
 
 def _stray_names() -> set[str]:
@@ -424,7 +435,7 @@ def destroy_all(*, progress: Progress | None = None) -> list[str]:
     for name in sorted(_stray_names()):
         if destroy(name, progress=progress):
             destroyed.append(name)
-    with _phase(progress, "cloud"):
+    with phase(progress, "cloud"):
         for link in network.host_links().values():
             run(["ip", "link", "delete", link], check=False)
         cloud.stop_cloud()

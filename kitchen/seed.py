@@ -9,7 +9,6 @@ unpacks gzip itself), ``meta-data`` the instance-id, hostname and the per-host p
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 from kitchen.paths import HostPaths
@@ -24,11 +23,6 @@ def generate_ssh_key(paths: HostPaths, comment: str) -> str:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
          "-f", str(paths.ssh_key)], what="ssh-keygen")
     return paths.ssh_public_key.read_text().strip()
-
-
-def new_instance_id(name: str) -> str:
-    """A fresh id per `up`: cloud-init runs its per-instance modules once per id."""
-    return f"i-kitchen-{name}-{secrets.token_hex(4)}"
 
 
 def meta_data(instance_id: str, hostname: str, public_key: str) -> str:

@@ -49,6 +49,8 @@ class HostState:
     machine: str = ""
     hostname: str = ""
     instance_id: str = ""
+    # The region of the host's instance record in the kitchen cloud's EC2 (its stack's).
+    instance_region: str = ""
     netns: str = ""
     host_interface: str = ""
     guest_interface: str = ""
