@@ -18,16 +18,12 @@ What differs from AWS, on purpose and only here:
   keeps no alarm history. The metrics the host publishes are real data in moto's CloudWatch.
 * the instance is a record (:mod:`kitchen.instances`); its status checks always pass.
 
-The outputs (``pulumi stack output --json``) are the program's own, computed with the same
-answers: :func:`write_outputs` puts them next to the host's state, where ``--outputs`` reads
-them.
+The stack's outputs come out of the same run, computed by the program with the same answers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
@@ -37,7 +33,6 @@ from infra import preview
 from infra.config import StackConfig
 from kitchen import cloud
 from kitchen.errors import KitchenError
-from kitchen.paths import HostPaths
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 INSTANCE = "aws:ec2/instance:Instance"
@@ -230,18 +225,11 @@ def apply(cfg: StackConfig, plan: preview.Plan, instance_id: str) -> None:
     _put_alarms(cloud.aws_client("cloudwatch", cfg.region), plan)
 
 
-def put_stack_resources(cfg: StackConfig, name: str, instance_id: str,
-                        public_ip: str) -> dict[str, Any]:
-    """Declare and apply the stack's resources for kitchen host ``name``; write and return
-    its outputs."""
+def put_stack_resources(cfg: StackConfig, instance_id: str, public_ip: str) -> dict[str, Any]:
+    """Declare and apply the stack's resources for the kitchen host with this instance id and
+    address; return the stack's outputs as the program computes them for that host (what
+    ``pulumi stack output --json`` would print)."""
     vpc_id = default_vpc(cloud.aws_client("ec2", cfg.region))
     plan = declare(cfg, instance_id, public_ip, vpc_id)
     apply(cfg, plan, instance_id)
-    outputs = dict(plan.outputs)
-    write_outputs(HostPaths(name).outputs_file, outputs)
-    return outputs
-
-
-def write_outputs(path: Path, outputs: Mapping[str, Any]) -> None:
-    """The outputs as ``pulumi stack output --json`` prints them."""
-    path.write_text(json.dumps(dict(outputs), indent=2, sort_keys=True) + "\n")
+    return dict(plan.outputs)

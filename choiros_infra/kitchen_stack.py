@@ -6,8 +6,8 @@ buckets, the instance role (from the policy documents the Pulumi program declare
 by the kitchen cloud; the host gets its credentials from the metadata service), the host's
 artifacts (host tools and the pinned Litestream binary, as the Pulumi
 program uploads them), the SSM parameters the stack names (with test values), the rest of
-what the program declares in AWS (security group, alarms, topic, the instance's record and the
-stack's outputs: :mod:`choiros_infra.kitchen_aws`), and, for a stack
+what the program declares in AWS (security group, alarms, topic, the instance's record:
+:mod:`choiros_infra.kitchen_aws`), and, for a stack
 that wants no release yet, the stand-in app's FIRST_RELEASE published and set as the stack's
 wanted release, as an operator's first ``choiros-infra deploy`` would. A stack that already
 wants a release (its replica and bucket outlived a host) keeps it. The host then converges
@@ -111,7 +111,7 @@ def _boot(name: str, stack_file: Path, cfg: StackConfig,
     st.stack_file = str(stack_file.resolve())
     host_state.save(st)
     with lifecycle.phase(progress, "aws"):
-        put_stack_resources(cfg, name, st.instance_id, st.address)
+        put_stack_resources(cfg, st.instance_id, st.address)
     return st
 
 

@@ -144,7 +144,7 @@ def kitchen_host(name: str) -> RehearsalHost:
         raise UsageProblem(exc.message, exc.fix or f"choiros-infra kitchen up --name {name}"
                            ) from None
     access = target.access()
-    key = lifecycle.status(name).ssh_key
+    st = lifecycle.status(name)
     code, out = run_on_host(access, ["readlink", "/opt/choiros/current"], timeout=30,
                             echo=lambda _line: None)
     version = out.strip().rsplit("/", 1)[-1] if code == 0 else ""
@@ -154,8 +154,9 @@ def kitchen_host(name: str) -> RehearsalHost:
               "stack": cfg.stack, "stack_file": str(target.stack_file), "region": cfg.region,
               "account_id": target.account_id, "bucket": buckets.backups,
               "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
-              "version": version, "ssh_key": str(key or ""), "target": "kitchen",
-              "secret_value": test_secret_value(cfg.secrets[0]) if cfg.secrets else ""}
+              "version": version, "ssh_key": str(st.ssh_key or ""), "target": "kitchen",
+              "secret_value": test_secret_value(cfg.secrets[0]) if cfg.secrets else "",
+              "instance_id": st.instance_id}
     # What a step's output must never show: the stack's secrets (by name, and the kitchen's
     # values of them) and the kitchen cloud's admin key.
     redact = Redactor(names=Redactor.for_parameters(cfg.secrets).names,

@@ -2,10 +2,11 @@
 over the host's SSH connection as its admin user, workstation steps here, against the kitchen
 cloud), then the runbook's expect blocks; a failure marks the host spoiled.
 
-Workstation steps run as an operator's shell would, from the project's root, with three
+Workstation steps run as an operator's shell would, from the project's root, with four
 things an operator's machine has configured: ``ssh`` reaches the kitchen host (a wrapper on
-PATH adds the host's own ssh_config), the AWS CLI and SDKs talk to the kitchen cloud
-(``AWS_ENDPOINT_URL`` and its test credentials), and the stack's region is the default.
+PATH adds the host's own ssh_config), the AWS CLI (``.venv/bin/aws``, installed by ``make
+setup``) is on PATH, it and the SDKs talk to the kitchen cloud (``AWS_ENDPOINT_URL`` and its
+test credentials), and the stack's region is the default.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -174,8 +176,10 @@ def workstation_env(host: RehearsalHost) -> Iterator[dict[str, str]]:
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(real_ssh)} {extra}"$@"\n')
         wrapper.chmod(0o755)
         region = host.values.get("region", "")
+        path = os.pathsep.join([str(tools), str(Path(sys.executable).parent),
+                                os.environ.get("PATH", "")])
         env = {**os.environ, **host.aws_env, "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
-               "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": path}
         yield env
     finally:
         shutil.rmtree(tools, ignore_errors=True)

@@ -10,6 +10,10 @@
 2. The action's service prefix. moto takes it from the request's signing name, which for
    CloudWatch is ``monitoring``: it would ask for ``monitoring:PutMetricData``, an action no
    policy grants, where IAM's is ``cloudwatch:PutMetricData``.
+3. CloudWatch's DescribeAlarms applies every filter it is given (name prefix or names,
+   action prefix, state); moto applies only the first, so ``describe-alarms
+   --alarm-name-prefix P --state-value ALARM`` (the incident runbook's triage) would list
+   every alarm of the stack as firing.
 
 Then it runs moto's own server: ``python -m kitchen.moto_server`` takes moto.server's
 arguments.
@@ -21,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from moto import server
+from moto.cloudwatch.responses import CloudWatchResponse
+from moto.core.responses import ActionResult
 from moto.iam.access_control import IAMRequestBase
 from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -63,10 +69,31 @@ def _with_iam_prefix(self: IAMRequestBase, *args: Any, **kwargs: Any) -> None:
 _request_init = IAMRequestBase.__init__
 
 
+def matches(alarm: Any, *, names: list[str], name_prefix: str | None,
+            action_prefix: str | None, state: str | None) -> bool:
+    """Whether ``alarm`` passes every DescribeAlarms filter given (None or empty: not given)."""
+    return ((not names or alarm.name in names)
+            and (not name_prefix or alarm.name.startswith(name_prefix))
+            and (not action_prefix or any(str(a).startswith(action_prefix)
+                                          for a in alarm.alarm_actions))
+            and (not state or alarm.state_value == state))
+
+
+def _describe_alarms(self: CloudWatchResponse) -> ActionResult:
+    alarms = [a for a in self.cloudwatch_backend.describe_alarms()
+              if matches(a, names=self._get_param("AlarmNames", []),
+                         name_prefix=self._get_param("AlarmNamePrefix"),
+                         action_prefix=self._get_param("ActionPrefix"),
+                         state=self._get_param("StateValue"))]
+    return ActionResult({"MetricAlarms": [a for a in alarms if a.rule is None],
+                         "CompositeAlarms": [a for a in alarms if a.rule is not None]})
+
+
 def main() -> None:
     ssm = SimpleSystemManagerResponse
     ssm._authenticate_and_authorize_normal_action = _authorize_each_parameter  # type: ignore[method-assign,assignment]
     IAMRequestBase.__init__ = _with_iam_prefix  # type: ignore[method-assign]
+    CloudWatchResponse.describe_alarms = _describe_alarms  # type: ignore[method-assign]
     server.main()
 
 
