@@ -233,3 +233,28 @@ def put_stack_resources(cfg: StackConfig, instance_id: str, public_ip: str) -> d
     plan = declare(cfg, instance_id, public_ip, vpc_id)
     apply(cfg, plan, instance_id)
     return dict(plan.outputs)
+
+
+def remove_stack_resources(cfg: StackConfig) -> None:
+    """Delete what :func:`apply` made for the stack (a throwaway one, after a drill or a test):
+    its alarms, topics and security group (kept while an instance record still uses it)."""
+    from botocore.exceptions import ClientError
+
+    ec2 = cloud.aws_client("ec2", cfg.region)
+    # The names do not depend on the host's answers.
+    plan = declare(cfg, "i-00000000000000000", "198.51.100.1", default_vpc(ec2))
+    names = [a.name for a in _declared(plan, ALARM)]
+    if names:
+        cloud.aws_client("cloudwatch", cfg.region).delete_alarms(AlarmNames=names)
+    sns = cloud.aws_client("sns", cfg.region)
+    for topic in _declared(plan, TOPIC):
+        sns.delete_topic(TopicArn=topic.id)
+    group = preview.one(plan.resources, SECURITY_GROUP)
+    tag = dict(group.inputs.get("tags") or {}).get("Name", group.name)
+    for found in ec2.describe_security_groups(
+            Filters=[{"Name": "tag:Name", "Values": [tag]}])["SecurityGroups"]:
+        try:
+            ec2.delete_security_group(GroupId=found["GroupId"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "DependencyViolation":
+                raise

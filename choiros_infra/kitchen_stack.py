@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from choiros_infra.kitchen_aws import put_stack_resources
+from choiros_infra.kitchen_aws import put_stack_resources, remove_stack_resources
 from choiros_infra.release_store import ReleaseStore, file_sha256
 from choiros_infra.targets import KITCHEN_ACCOUNT, TargetChoice, rendering_for
 from infra.config import StackConfig, load_stack_file, stack_name_of
@@ -164,9 +164,10 @@ def throwaway_stack(stack_file: Path, workdir: Path, prefix: str = "drill", *,
 
 
 def remove_stack_objects(cfg: StackConfig) -> None:
-    """Delete the stack's buckets and everything in them, its instance role and its own SSM
-    parameters (those under ``/choiros/<stack>/``) from the kitchen cloud (moto keeps them in
-    memory)."""
+    """Delete the stack's buckets and everything in them, its instance role, its own SSM
+    parameters (those under ``/choiros/<stack>/``) and its other AWS resources (alarms, topic,
+    security group) from the kitchen cloud (moto keeps them in memory)."""
+    remove_stack_resources(cfg)
     iam = cloud.aws_client("iam", cfg.region)
     with contextlib.suppress(iam.exceptions.NoSuchEntityException):
         iam.delete_role_policy(RoleName=instance_role_name(cfg),

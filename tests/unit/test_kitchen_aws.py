@@ -190,3 +190,14 @@ def test_describe_alarms_applies_every_filter(aws: Any, monkeypatch: pytest.Monk
     assert names(StateValue="ALARM") == ["other-c", "stack-alarms-a"]
     assert names(AlarmNames=["stack-alarms-b", "other-c"], StateValue="OK") == [
         "stack-alarms-b"]
+
+
+def test_a_throwaway_stacks_resources_are_removed(aws: Any) -> None:
+    instance_id = instances.register("unit", CFG.region)
+    kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
+    instances.terminate(instance_id, CFG.region)
+    kitchen_aws.remove_stack_resources(CFG)
+    assert aws("cloudwatch", CFG.region).describe_alarms()["MetricAlarms"] == []
+    assert aws("sns", CFG.region).list_topics()["Topics"] == []
+    assert aws("ec2", CFG.region).describe_security_groups(
+        Filters=[{"Name": "tag:Name", "Values": [f"{CFG.name}-net-sg"]}])["SecurityGroups"] == []
