@@ -4,11 +4,12 @@ kitchen hosts on this machine.
 * apt-cacher-ng at ``http://10.213.0.1:3142``: the guests' apt proxy, and the mirror image
   builds go through. Its cache (``/var/cache/apt-cacher-ng``) outlives every kitchen, so the
   second build or converge downloads nothing.
-* moto at ``http://10.213.0.1:5000``: S3, SSM, STS, IAM, CloudWatch, EC2 and SNS in one server, with IAM
-  enforced (:mod:`kitchen.iam`, :mod:`kitchen.moto_server`). It keeps its data in memory, so
-  it runs as a long-lived daemon that survives CLI invocations and ``destroy`` of a host; only
-  ``destroy --all`` stops it (and loses its data). The kitchen's own calls (seeding, tests)
-  use the admin identity the bootstrap created; its keys are in ``cloud/state.json``.
+* moto at ``http://10.213.0.1:5000``: S3, SSM, STS, IAM, CloudWatch, EC2 and SNS in one
+  server, with IAM enforced (:mod:`kitchen.iam`, :mod:`kitchen.moto_server`). It keeps its
+  data in memory, so it runs as a long-lived daemon that survives CLI invocations and
+  ``destroy`` of a host; only ``destroy --all`` stops it (and loses its data). The kitchen's
+  own calls (seeding, tests) use the admin identity the bootstrap created; its keys are in
+  ``cloud/state.json``.
 * the instance metadata service (:mod:`kitchen.metadata`) on ``10.213.0.1:5169``, which the
   guests reach as ``169.254.169.254:80`` through a DNAT rule on the host ends of their veths.
 
