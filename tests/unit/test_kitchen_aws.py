@@ -22,6 +22,7 @@ from sample_stack import stack_config
 from choiros_infra import kitchen_aws
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra import network, preview
+from infra.config import StackConfig
 from infra.stack import OUTPUTS
 from infra.user_data import bucket_names
 from kitchen import cloud, instances, moto_server
@@ -33,19 +34,28 @@ CFG = stack_config()
 ADDRESS = "10.213.0.42"
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto in-process; the kitchen's clients (``cloud.aws_client``) talk to it."""
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
+@pytest.fixture(scope="module")
+def aws() -> Iterator[Any]:
+    """moto in-process for the module (each test uses stacks of its own); the kitchen's
+    clients (``cloud.aws_client``) talk to it."""
+    with pytest.MonkeyPatch.context() as patch, mock_aws():
+        for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            patch.delenv(key, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
         def client(service: str, region: str = cloud.DEFAULT_REGION, keys: Any = None) -> Any:
             return boto3.client(service, region_name=region)
 
-        monkeypatch.setattr(cloud, "aws_client", client)
+        patch.setattr(cloud, "aws_client", client)
         yield client
+
+
+@pytest.fixture(scope="module")
+def applied(aws: Any) -> tuple[str, dict[str, Any]]:
+    """CFG's resources put for a registered host: its instance id and the outputs."""
+    instance_id = instances.register("unit", CFG.region)
+    return instance_id, kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +64,9 @@ def declared() -> preview.Plan:
     return preview.run(CFG)
 
 
-def _group(ec2: Any) -> dict[str, Any]:
+def _group(ec2: Any, cfg: StackConfig = CFG) -> dict[str, Any]:
     found = ec2.describe_security_groups(
-        Filters=[{"Name": "tag:Name", "Values": [f"{CFG.name}-net-sg"]}])["SecurityGroups"]
+        Filters=[{"Name": "tag:Name", "Values": [f"{cfg.name}-net-sg"]}])["SecurityGroups"]
     assert len(found) == 1, found
     group: dict[str, Any] = found[0]
     return group
@@ -82,9 +92,9 @@ def test_instance_record_is_registered_running_and_terminated(aws: Any) -> None:
     instances.terminate("i-0123456789abcdef0", CFG.region)  # unknown to the cloud: no error
 
 
-def test_alarms_are_the_programs(aws: Any, declared: preview.Plan) -> None:
-    instance_id = instances.register("unit", CFG.region)
-    kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
+def test_alarms_are_the_programs(aws: Any, applied: tuple[str, dict[str, Any]],
+                                declared: preview.Plan) -> None:
+    instance_id, _ = applied
     cw = aws("cloudwatch", CFG.region)
     got = {a["AlarmName"]: a for a in cw.describe_alarms(
         AlarmNamePrefix=f"{CFG.name}-alarms-")["MetricAlarms"]}
@@ -92,8 +102,8 @@ def test_alarms_are_the_programs(aws: Any, declared: preview.Plan) -> None:
     assert len(alarms) >= 7
     assert set(got) == {a.name for a in alarms}
     program_instance = declared.outputs["instance_id"]
-    topic = aws("sns", CFG.region).list_topics()["Topics"]
-    assert [t["TopicArn"] for t in topic] == [declared.outputs["alarm_topic_arn"]]
+    topics = [t["TopicArn"] for t in aws("sns", CFG.region).list_topics()["Topics"]]
+    assert declared.outputs["alarm_topic_arn"] in topics
     for alarm in alarms:
         kitchen, inputs = got[alarm.name], alarm.inputs
         for key, (field, kind) in kitchen_aws.ALARM_FIELDS.items():
@@ -106,9 +116,9 @@ def test_alarms_are_the_programs(aws: Any, declared: preview.Plan) -> None:
         assert {d["Name"]: d["Value"] for d in kitchen["Dimensions"]} == want_dims, alarm.urn
 
 
-def test_security_group_and_instance_are_the_programs(aws: Any) -> None:
-    instance_id = instances.register("unit", CFG.region)
-    kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
+def test_security_group_and_instance_are_the_programs(
+        aws: Any, applied: tuple[str, dict[str, Any]]) -> None:
+    instance_id, _ = applied
     ec2 = aws("ec2", CFG.region)
     group = _group(ec2)
     ssh = {("tcp", network.SSH_PORT, c) for c in CFG.admin_cidrs}
@@ -124,34 +134,33 @@ def test_security_group_and_instance_are_the_programs(aws: Any) -> None:
 
 
 def test_applying_again_converges_to_the_new_declaration(aws: Any) -> None:
-    first = instances.register("unit", CFG.region)
-    kitchen_aws.put_stack_resources(CFG, first, ADDRESS)
-    cw = aws("cloudwatch", CFG.region)
-    cw.put_metric_alarm(AlarmName=f"{CFG.name}-alarms-dropped", MetricName="m", Namespace="n",
-                        Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=1,
-                        ComparisonOperator="GreaterThanThreshold")
-    cw.put_metric_alarm(AlarmName="someone-elses", MetricName="m", Namespace="n",
-                        Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=1,
-                        ComparisonOperator="GreaterThanThreshold")
-    ec2 = aws("ec2", CFG.region)
-    group_id = _group(ec2)["GroupId"]
+    cfg = stack_config("again")
+    first = instances.register("again", cfg.region)
+    kitchen_aws.put_stack_resources(cfg, first, ADDRESS)
+    cw = aws("cloudwatch", cfg.region)
+    for name in (f"{cfg.name}-alarms-dropped", "someone-elses"):
+        cw.put_metric_alarm(AlarmName=name, MetricName="m", Namespace="n", Statistic="Maximum",
+                            Period=60, EvaluationPeriods=1, Threshold=1,
+                            ComparisonOperator="GreaterThanThreshold")
+    ec2 = aws("ec2", cfg.region)
+    group_id = _group(ec2, cfg)["GroupId"]
     # A replaced host (a new record) of a stack whose admins moved.
-    moved = dataclasses.replace(CFG, admin_cidrs=("198.51.100.0/24", "2001:db8::/32"))
-    second = instances.register("unit", CFG.region)
+    moved = dataclasses.replace(cfg, admin_cidrs=("198.51.100.0/24", "2001:db8::/32"))
+    second = instances.register("again", cfg.region)
     kitchen_aws.put_stack_resources(moved, second, ADDRESS)
-    group = _group(ec2)
+    group = _group(ec2, cfg)
     assert group["GroupId"] == group_id
     ssh = {r for r in _rules(group["IpPermissions"]) if r[1] == network.SSH_PORT}
     assert ssh == {("tcp", network.SSH_PORT, c) for c in moved.admin_cidrs}
     names = {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]}
-    assert f"{CFG.name}-alarms-dropped" not in names and "someone-elses" in names
-    cpu = cw.describe_alarms(AlarmNames=[f"{CFG.name}-alarms-cpu-high"])["MetricAlarms"][0]
+    assert f"{cfg.name}-alarms-dropped" not in names and "someone-elses" in names
+    cpu = cw.describe_alarms(AlarmNames=[f"{cfg.name}-alarms-cpu-high"])["MetricAlarms"][0]
     assert cpu["Dimensions"] == [{"Name": "InstanceId", "Value": second}]
 
 
-def test_outputs_are_the_programs_for_the_kitchen_host(aws: Any) -> None:
-    instance_id = instances.register("unit", CFG.region)
-    outputs = kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
+def test_outputs_are_the_programs_for_the_kitchen_host(
+        applied: tuple[str, dict[str, Any]]) -> None:
+    instance_id, outputs = applied
     names = bucket_names(CFG, KITCHEN_ACCOUNT)
     assert set(outputs) == set(OUTPUTS)
     assert outputs["instance_id"] == instance_id
@@ -171,7 +180,7 @@ def test_an_alarm_input_the_kitchen_does_not_pass_on_is_refused(declared: previe
 
 def test_describe_alarms_applies_every_filter(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """moto applies only the first filter; the kitchen's moto server all of them."""
-    cw = aws("cloudwatch", CFG.region)
+    cw = aws("cloudwatch", "us-west-2")  # a region of its own
     for name in ("stack-alarms-a", "stack-alarms-b", "other-c"):
         cw.put_metric_alarm(AlarmName=name, MetricName="m", Namespace="n", Statistic="Maximum",
                             Period=60, EvaluationPeriods=1, Threshold=1,
@@ -192,12 +201,17 @@ def test_describe_alarms_applies_every_filter(aws: Any, monkeypatch: pytest.Monk
         "stack-alarms-b"]
 
 
-def test_a_throwaway_stacks_resources_are_removed(aws: Any) -> None:
-    instance_id = instances.register("unit", CFG.region)
-    kitchen_aws.put_stack_resources(CFG, instance_id, ADDRESS)
-    instances.terminate(instance_id, CFG.region)
-    kitchen_aws.remove_stack_resources(CFG)
-    assert aws("cloudwatch", CFG.region).describe_alarms()["MetricAlarms"] == []
-    assert aws("sns", CFG.region).list_topics()["Topics"] == []
-    assert aws("ec2", CFG.region).describe_security_groups(
-        Filters=[{"Name": "tag:Name", "Values": [f"{CFG.name}-net-sg"]}])["SecurityGroups"] == []
+def test_a_throwaway_stacks_resources_are_removed(
+        aws: Any, applied: tuple[str, dict[str, Any]]) -> None:
+    cfg = stack_config("throwaway")
+    instance_id = instances.register("throwaway", cfg.region)
+    kitchen_aws.put_stack_resources(cfg, instance_id, ADDRESS)
+    instances.terminate(instance_id, cfg.region)
+    kitchen_aws.remove_stack_resources(cfg)
+    alarms = aws("cloudwatch", cfg.region).describe_alarms(AlarmNamePrefix=cfg.name)
+    assert alarms["MetricAlarms"] == []
+    topics = [t["TopicArn"] for t in aws("sns", cfg.region).list_topics()["Topics"]]
+    assert not [t for t in topics if cfg.name in t], topics
+    assert aws("ec2", cfg.region).describe_security_groups(
+        Filters=[{"Name": "tag:Name", "Values": [f"{cfg.name}-net-sg"]}])["SecurityGroups"] == []
+    assert _group(aws("ec2", CFG.region))  # another stack's stays
