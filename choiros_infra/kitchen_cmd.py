@@ -339,7 +339,8 @@ def test(name: NameOption = "test",
 def status(
     name: NameOption = DEFAULT_NAME,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: name, state, address, "
-                                          "ssh_user, ssh_key, ssh_port, started_at.")] = False,
+                                          "ssh_user, ssh_key, ssh_port, known_hosts, "
+                                          "started_at, instance_id.")] = False,
 ) -> None:
     """Show one kitchen host's state and how to reach it."""
     _prerequisites()

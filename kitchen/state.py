@@ -28,7 +28,7 @@ class HostStatus(StrEnum):
 
 # The keys `kitchen status --json` prints; other tools may rely on them.
 PUBLIC_KEYS = ("name", "state", "address", "ssh_user", "ssh_key", "ssh_port", "known_hosts",
-               "started_at")
+               "started_at", "instance_id")
 
 
 def now() -> str:
