@@ -7,7 +7,8 @@ by the kitchen cloud; the host gets its credentials from the metadata service), 
 artifacts (host tools and the pinned Litestream binary, as the Pulumi
 program uploads them), the SSM parameters the stack names (with test values), the rest of
 what the program declares in AWS (security group, alarms, topic, the instance's record:
-:mod:`choiros_infra.kitchen_aws`), and, for a stack
+:mod:`choiros_infra.kitchen_aws`) with the stack's outputs beside the host's state (what
+``pulumi stack output --json`` prints, for ``--outputs``), and, for a stack
 that wants no release yet, the stand-in app's FIRST_RELEASE published and set as the stack's
 wanted release, as an operator's first ``choiros-infra deploy`` would. A stack that already
 wants a release (its replica and bucket outlived a host) keeps it. The host then converges
@@ -17,6 +18,7 @@ exactly as an EC2 instance would, deploying the wanted release at first boot.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import tempfile
 from pathlib import Path
@@ -32,6 +34,7 @@ from kitchen import iam as kitchen_iam
 from kitchen import state as host_state
 from kitchen.artifacts import publish_artifacts
 from kitchen.lifecycle import Progress
+from kitchen.paths import HostPaths
 from kitchen.release import build_release
 from kitchen.state import HostState
 from provisioning.iam_policy import instance_policy
@@ -111,7 +114,9 @@ def _boot(name: str, stack_file: Path, cfg: StackConfig,
     st.stack_file = str(stack_file.resolve())
     host_state.save(st)
     with lifecycle.phase(progress, "aws"):
-        put_stack_resources(cfg, st.instance_id, st.address)
+        outputs = put_stack_resources(cfg, st.instance_id, st.address)
+        HostPaths(name).outputs_file.write_text(json.dumps(outputs, indent=2, sort_keys=True)
+                                                + "\n")
     return st
 
 

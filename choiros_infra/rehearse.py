@@ -51,6 +51,7 @@ PLACEHOLDERS: Mapping[str, str] = {
     "secret_value": "a secret's new value (the kitchen's test value: its other hosts keep theirs)",
     "copy": "the URL `choiros-backup --copy` printed last (captured from an earlier step)",
     "instance_id": "the host's EC2 instance id (its record in the kitchen cloud)",
+    "outputs": "the stack's outputs saved by `pulumi stack output --json` (the kitchen's)",
 }
 # Placeholders bound from an earlier step's output, not from the host: the last match of the
 # pattern's group in the output of any step before, in the same rehearsal.

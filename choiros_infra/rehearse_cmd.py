@@ -135,6 +135,7 @@ def kitchen_host(name: str) -> RehearsalHost:
     from infra.user_data import bucket_names
     from kitchen import cloud, lifecycle
     from kitchen.errors import KitchenError
+    from kitchen.paths import HostPaths
 
     try:
         lifecycle.running_guest(name)
@@ -145,6 +146,7 @@ def kitchen_host(name: str) -> RehearsalHost:
                            ) from None
     access = target.access()
     st = lifecycle.status(name)
+    outputs = HostPaths(name).outputs_file
     code, out = run_on_host(access, ["readlink", "/opt/choiros/current"], timeout=30,
                             echo=lambda _line: None)
     version = out.strip().rsplit("/", 1)[-1] if code == 0 else ""
@@ -156,7 +158,8 @@ def kitchen_host(name: str) -> RehearsalHost:
               "artifacts_bucket": buckets.artifacts, "backup_prefix": cfg.backup_prefix,
               "version": version, "ssh_key": str(st.ssh_key or ""), "target": "kitchen",
               "secret_value": test_secret_value(cfg.secrets[0]) if cfg.secrets else "",
-              "instance_id": st.instance_id}
+              "instance_id": st.instance_id,
+              "outputs": str(outputs) if outputs.is_file() else ""}
     # What a step's output must never show: the stack's secrets (by name, and the kitchen's
     # values of them) and the kitchen cloud's admin key.
     redact = Redactor(names=Redactor.for_parameters(cfg.secrets).names,

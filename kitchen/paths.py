@@ -6,7 +6,8 @@ Layout under the state root (``/var/lib/choiros-kitchen``, or ``$CHOIROS_KITCHEN
     cloud/                        the kitchen cloud: state.json, daemon logs, apt-cacher-ng logs
     images/<key>/rootfs           base images, one per suite + package list (kept across runs)
     images/<key>.lock             serialises builds of one image
-    hosts/<name>/                 one kitchen host: state.json, rootfs/, SSH key, console.log
+    hosts/<name>/                 one kitchen host: state.json, rootfs/, SSH key, console.log,
+                                  outputs.json (its stack's outputs, for --outputs)
 
 The apt cache lives where apt-cacher-ng keeps it by default, ``/var/cache/apt-cacher-ng``,
 so it survives ``destroy --all`` and warms every later image build and converge.
@@ -93,6 +94,11 @@ class HostPaths:
     @property
     def console_log(self) -> Path:
         return self.root / "console.log"
+
+    @property
+    def outputs_file(self) -> Path:
+        """The host's stack outputs, as ``pulumi stack output --json`` prints them."""
+        return self.root / "outputs.json"
 
     @property
     def seed_dir(self) -> Path:
