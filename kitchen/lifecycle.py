@@ -405,9 +405,13 @@ def destroy(name: str, *, progress: Progress | None = None) -> bool:
 
 def _terminate_record(st: HostState) -> None:
     """Terminate the host's instance record, if the kitchen cloud that holds it still runs
-    (a stopped cloud took its records with it; destroy never starts one)."""
+    (a stopped cloud took its records with it; destroy never starts one). A cloud that does
+    not answer never stops a destroy: the record is only a record."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     if st.instance_id and st.instance_region and cloud.cloud_running():
-        instances.terminate(st.instance_id, st.instance_region)
+        with contextlib.suppress(BotoCoreError, ClientError, KitchenError):
+            instances.terminate(st.instance_id, st.instance_region)
 
 
 def _stray_names() -> set[str]:
