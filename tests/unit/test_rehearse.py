@@ -4,7 +4,9 @@ a runbook with one step broken (a wrong flag) fails at that step's line with the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from choiros_infra.rehearse import (
     read_runbooks,
     script,
 )
-from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
+from choiros_infra.rehearse_run import Rehearsal, RehearsalHost, workstation_env
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
 
 pytestmark = pytest.mark.unit
@@ -233,3 +235,15 @@ def test_a_captured_placeholder_no_step_printed_fails_at_its_line(tmp_path: Path
     assert failure is not None
     assert (failure.line, failure.command) == (5, "sudo choiros-restore --from-file <copy>")
     assert "<copy> has no value" in failure.tail and "backup: uploaded" in failure.tail
+
+
+def test_workstation_steps_find_the_aws_cli_make_setup_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aws`` in a workstation step is the environment's own (.venv/bin/aws, from
+    requirements.txt), ahead of whatever the machine has on PATH."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    host = RehearsalHost("local", HostAccess("ssh://admin@127.0.0.1"),
+                         PROJECT_ROOT / "Pulumi.example.yaml", {"region": "eu-west-1"}, {})
+    with workstation_env(host) as env:
+        found = shutil.which("aws", path=env["PATH"])
+    assert found == str(Path(sys.executable).parent / "aws"), env["PATH"]
