@@ -52,6 +52,9 @@ PLACEHOLDERS: Mapping[str, str] = {
     "copy": "the URL `choiros-backup --copy` printed last (captured from an earlier step)",
     "instance_id": "the host's EC2 instance id (its record in the kitchen cloud)",
     "outputs": "the stack's outputs saved by `pulumi stack output --json` (the kitchen's)",
+    "sandbox": "the application's built backend binary (the kitchen's stand-in app)",
+    "dist": "the application's built frontend directory (the kitchen's stand-in app's)",
+    "new_version": "a version not yet published for the stack (one per rehearsal)",
 }
 # Placeholders bound from an earlier step's output, not from the host: the last match of the
 # pattern's group in the output of any step before, in the same rehearsal.

@@ -136,6 +136,7 @@ def kitchen_host(name: str) -> RehearsalHost:
     from kitchen import cloud, lifecycle
     from kitchen.errors import KitchenError
     from kitchen.paths import HostPaths
+    from kitchen.release import FIXTURE_DIR
 
     try:
         lifecycle.running_guest(name)
@@ -159,7 +160,11 @@ def kitchen_host(name: str) -> RehearsalHost:
               "version": version, "ssh_key": str(st.ssh_key or ""), "target": "kitchen",
               "secret_value": test_secret_value(cfg.secrets[0]) if cfg.secrets else "",
               "instance_id": st.instance_id,
-              "outputs": str(outputs) if outputs.is_file() else ""}
+              "outputs": str(outputs) if outputs.is_file() else "",
+              # The application's build is the stand-in app's; the version to ship is new to
+              # the bucket on every rehearsal (never E's 1.4.2), as a real release's is.
+              "sandbox": str(FIXTURE_DIR / "sandbox.py"), "dist": str(FIXTURE_DIR / "dist"),
+              "new_version": f"rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"}
     # What a step's output must never show: the stack's secrets (by name, and the kitchen's
     # values of them) and the kitchen cloud's admin key.
     redact = Redactor(names=Redactor.for_parameters(cfg.secrets).names,
