@@ -108,3 +108,26 @@ def file_facts_command(paths: Sequence[str], *, checksums: bool = False) -> Host
 def read_file_facts(host: CommandHost, paths: Sequence[str], *,
                     checksums: bool = False) -> dict[str, FileFacts]:
     return file_facts(host.run(*file_facts_command(paths, checksums=checksums)).stdout)
+
+
+def files_in_every_subdirectory_command(directory: str, names: Sequence[str]) -> HostCommand:
+    """Stat ``names`` in every subdirectory of ``directory`` in one command, links followed
+    (as ``test -f`` and testinfra's ``mode`` see them): for a check whose subdirectory is
+    only known when it runs (the wanted release), yet is read ahead. Parse with
+    :func:`stat_lines`; a missing file has no line."""
+    globs = " ".join(["%s/*/%s"] * len(names))
+    return HostCommand(f"LC_ALL=C stat -L -c %s -- {globs}",
+                       (STAT_FORMAT, *(a for name in names for a in (directory, name))))
+
+
+def entries_command(directory: str) -> HostCommand:
+    """The entries of ``directory`` as ``ls`` lists them (no dot files), each with its type
+    with links followed as ``test -d`` sees it (find's ``%Y``: ``d`` directory, ``f`` regular
+    file, ``N`` a dangling link, ...), in one command. Parse with :func:`entry_types`."""
+    return HostCommand("LC_ALL=C find %s -mindepth 1 -maxdepth 1 ! -name %s -printf %s",
+                       (directory, ".*", "%f|%Y\\n"))
+
+
+def entry_types(output: str) -> dict[str, str]:
+    """``find -printf '%f|%Y\\n'``: each entry's name and type letter."""
+    return dict(line.rsplit("|", 1) for line in output.splitlines() if "|" in line)

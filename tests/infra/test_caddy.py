@@ -11,7 +11,7 @@ from expectations import APP_ROOT, Expectations
 from testinfra.host import Host
 
 from choiros_infra.expect.kinds.http import HttpResponse, fetch_via_caddy
-from choiros_infra.expect.probes import ProbeContext
+from choiros_infra.expect.probes import HostCommand, ProbeContext
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -21,6 +21,13 @@ SECURITY_HEADERS = {
 # One path Caddy proxies to the backend, one it serves from the release's dist/.
 ROUTES = ("/health", "/")
 UNKNOWN_PATH = "/no/such/page/choiros-verify"
+INDEX = f"{APP_ROOT}/current/dist/index.html"
+
+
+def host_commands(config: pytest.Config) -> list[HostCommand]:
+    """What verify reads ahead for this module (choiros_infra/verify_batch.py): the SPA's
+    index.html as testinfra's ``file().content_string`` reads it."""
+    return [HostCommand("cat -- %s", (INDEX,))]
 
 
 class Responses:
@@ -88,7 +95,7 @@ def test_frontend_is_served_with_spa_fallback(site: Responses, host: Host,
     """
     if expected.wanted is None:
         pytest.skip("the stack wants no release yet: nothing deployed")
-    index = host.file(f"{APP_ROOT}/current/dist/index.html").content_string
+    index = host.file(INDEX).content_string
     response = site.get(path)
     assert response.status == 200, f"{path}: {response.status}"
     assert response.body == index, (

@@ -1,5 +1,9 @@
 """The application's layout on disk: releases, the current symlink, data, logs and config with
-their modes and owners (one ``stat`` for all of them)."""
+their modes and owners (one ``stat`` for all of them).
+
+Every command here is declared in ``host_commands``, so verify reads them all ahead, though the
+wanted release is only read (from the stack's bucket) when a check runs: the releases'
+files are read for every release, and the check picks the wanted one."""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ import json
 
 import pytest
 from expectations import APP_ROOT, APP_USER, CONFIG_DIR, SECRETS_ENV_FILE, Expectations
-from host_facts import FileFacts, file_facts_command, read_file_facts
+from host_facts import (
+    FileFacts,
+    entries_command,
+    entry_types,
+    file_facts_command,
+    files_in_every_subdirectory_command,
+    read_file_facts,
+    stat_lines,
+)
 from testinfra.host import Host
 
 from choiros_infra.expect.probes import HostCommand
@@ -25,11 +37,20 @@ LAYOUT: dict[str, tuple[str, int, str]] = {
     SECRETS_ENV_FILE: (REGULAR, 0o640, f"root:{APP_USER}"),
 }
 DATABASE = f"{APP_ROOT}/data/events.db"
+RELEASES = f"{APP_ROOT}/releases"
+CURRENT = f"{APP_ROOT}/current"
+# What a release holds: name -> must be executable.
+RELEASE_FILES = {"sandbox": True, "dist/index.html": False}
+RELEASE_FILE_FACTS = files_in_every_subdirectory_command(RELEASES, list(RELEASE_FILES))
+RELEASE_ENTRIES = entries_command(RELEASES)
+CURRENT_IS_LINK = HostCommand("test -L %s", (CURRENT,))
+CURRENT_TARGET = HostCommand("readlink -f %s", (CURRENT,))
 
 
 def host_commands(config: pytest.Config) -> list[HostCommand]:
     """What verify reads ahead for this module (choiros_infra/verify_batch.py)."""
-    return [file_facts_command([*LAYOUT, DATABASE])]
+    return [file_facts_command([*LAYOUT, DATABASE]), RELEASE_FILE_FACTS, RELEASE_ENTRIES,
+            CURRENT_IS_LINK, CURRENT_TARGET]
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +102,22 @@ def test_current_points_at_the_deployed_release(host: Host, deployed: str) -> No
 
     The current symlink points at releases/<the wanted version>.
     """
-    current = host.file(f"{APP_ROOT}/current")
-    assert current.is_symlink, f"{APP_ROOT}/current is not a symlink"
-    resolved = host.check_output("readlink -f %s", f"{APP_ROOT}/current")
-    assert resolved == f"{APP_ROOT}/releases/{deployed}", f"current -> {resolved}"
+    assert host.run(*CURRENT_IS_LINK).rc == 0, f"{CURRENT} is not a symlink"
+    resolved = host.check_output(*CURRENT_TARGET)
+    assert resolved == f"{RELEASES}/{deployed}", f"current -> {resolved}"
 
 
-@pytest.mark.parametrize(("name", "executable"), [("sandbox", True),
-                                                  ("dist/index.html", False)])
+@pytest.mark.parametrize(("name", "executable"), list(RELEASE_FILES.items()))
 def test_current_release_is_complete(host: Host, deployed: str, name: str,
                                      executable: bool) -> None:
     """Runbook: 90-reference/host-reference.md#paths
 
     The release holds the backend binary and the built frontend.
     """
-    release_file = host.file(f"{APP_ROOT}/releases/{deployed}/{name}")
-    assert release_file.is_file, f"releases/{deployed}/{name} is missing"
+    release_file = stat_lines(host.run(*RELEASE_FILE_FACTS).stdout).get(
+        f"{RELEASES}/{deployed}/{name}")
+    assert release_file is not None and release_file.kind == REGULAR, (
+        f"releases/{deployed}/{name} is missing")
     if executable:
         assert release_file.mode & 0o111, f"releases/{deployed}/{name} is not executable"
 
@@ -107,11 +128,11 @@ def test_releases_are_pruned(host: Host, expected: Expectations) -> None:
     At most keep_releases releases are kept, each with its checksum record beside it, and
     no record outlives its release.
     """
-    entries = host.file(f"{APP_ROOT}/releases").listdir()
-    releases = [e for e in entries if host.file(f"{APP_ROOT}/releases/{e}").is_directory]
+    entries = entry_types(host.check_output(*RELEASE_ENTRIES))
+    releases = [name for name, kind in entries.items() if kind == "d"]
     assert len(releases) <= expected.spec.keep_releases, releases
     assert sorted(set(entries) - set(releases)) == sorted(f"{r}.sha256" for r in releases), (
-        entries)
+        sorted(entries))
 
 
 def test_database_belongs_to_the_backend(layout: dict[str, FileFacts], deployed: str) -> None:

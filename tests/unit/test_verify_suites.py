@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -134,6 +135,45 @@ def test_every_file_is_read_with_one_quoted_command() -> None:
     assert command.count("%s") == len(args) == 6  # testinfra quotes every argument
     assert args[0] == host_facts.STAT_FORMAT and host_facts.SECTION_MARK in args
     assert set(facts) == {"/etc/caddy/Caddyfile", "/opt/choiros"}
+
+
+def test_release_facts_are_read_without_knowing_the_wanted_version() -> None:
+    """The releases' files and entries are read with one command each, planned before the
+    wanted release is known: a glob over every release, then the check picks its own."""
+    command = host_facts.files_in_every_subdirectory_command("/opt/choiros/releases",
+                                                             ["sandbox", "dist/index.html"])
+    quoted = command.template % tuple(shlex.quote(a) for a in command.args)
+    assert quoted == ("LC_ALL=C stat -L -c '%n|%F|%a|%U|%G' -- /opt/choiros/releases/*/sandbox "
+                      "/opt/choiros/releases/*/dist/index.html")
+    facts = host_facts.stat_lines(
+        "/opt/choiros/releases/1.0.0/sandbox|regular file|755|root|root\n")
+    assert facts["/opt/choiros/releases/1.0.0/sandbox"].mode == 0o755
+    entries = host_facts.entries_command("/opt/choiros/releases")
+    assert entries.template % tuple(shlex.quote(a) for a in entries.args) == (
+        "LC_ALL=C find /opt/choiros/releases -mindepth 1 -maxdepth 1 ! -name '.*' "
+        "-printf '%f|%Y\\n'")
+    assert host_facts.entry_types("1.0.0|d\n1.0.0.sha256|f\nold|N\n") == {
+        "1.0.0": "d", "1.0.0.sha256": "f", "old": "N"}
+
+
+def test_the_listing_and_types_match_ls_and_test_d(tmp_path: Path) -> None:
+    """find's listing is ls's (no dot files) and its type letter is test -d's (links
+    followed): what test_releases_are_pruned read before, one command per entry."""
+    (tmp_path / "1.0.0").mkdir()
+    (tmp_path / "1.0.0.sha256").write_text("x")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "1.0.0")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    command = host_facts.entries_command(str(tmp_path))
+    out = subprocess.run(["sh", "-c", command.template % tuple(shlex.quote(a)
+                                                               for a in command.args)],
+                         capture_output=True, text=True, check=True).stdout
+    entries = host_facts.entry_types(out)
+    listed = subprocess.run(["ls", "-1", "-q", "--", str(tmp_path)], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert sorted(entries) == sorted(listed)
+    assert {name for name, kind in entries.items() if kind == "d"} == {
+        name for name in listed if (tmp_path / name).is_dir()} == {"1.0.0", "linked"}
 
 
 # --- expectations from the rendering ---------------------------------------------------------
