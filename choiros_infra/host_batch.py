@@ -5,13 +5,21 @@ one per runbook statement and suite fact). Asked one by one, each is an SSH roun
 they add up to most of a verify's time. Like Goss, which evaluates its checks on the host,
 this module sends the host the whole list at once: a small stdlib-only Python program
 (``HOST_PROGRAM``, run by the host's python3 through the same testinfra connection, sudo and
-all) runs every command with ``/bin/sh -c`` a few at a time and returns their exit codes and
-outputs as one compressed JSON document. pytest then runs the checks as before, and every
-``host.run`` whose command was read ahead is answered from that document
+all) runs every command with ``/bin/sh -c`` a few at a time and returns each one's exit code
+and outputs as soon as it is done. pytest then runs the checks as before, and every
+``host.run`` whose command was read ahead is answered from those answers
 (:class:`ReadAhead`, installed on the testinfra backend's ``run``); a command nobody planned
 still goes to the host in a round trip of its own, through the same program, and is counted.
 The checks, their assertions and the JUnit report do not change: only where the answers come
 from.
+
+The round trip is a stream both ways (:meth:`ReadAhead.open`, over SSH or on this machine):
+the host program starts while pytest still collects, takes each command as collection
+declares it and starts it at once, and writes each answer back the moment it is done; a
+check waits only for its own commands' answers. So the host's work overlaps collection and
+the checks, and the slowest command holds up only the checks that read it. Where testinfra's
+backend cannot be piped (not ssh or local), the planned commands go in one call at the end of
+collection, their answers all at once.
 
 The program also keeps the host's secrets on the host: it starts with the source of
 :mod:`choiros_infra.redaction`, and masks every value of the host's secret env file (and of
@@ -28,13 +36,18 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from testinfra.backend.local import LocalBackend
+from testinfra.backend.ssh import SshBackend
 
 from choiros_infra import redaction
 from provisioning.spec import HOST_CONFIG, SECRETS_ENV_FILE
@@ -44,31 +57,47 @@ from provisioning.spec import HOST_CONFIG, SECRETS_ENV_FILE
 # (a TLS handshake, a fail2ban or systemd socket) without thrashing.
 HOST_WORKERS = 6
 COMMAND_TIMEOUT = 120
+# The host program's first argument when the commands come on its stdin, one JSON string a
+# line, until end of file.
+FROM_STDIN = "-"
 
 _PROGRAM_BODY = f"""
 
-import base64, json, subprocess, sys, time, zlib
+import base64, json, subprocess, sys, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 
 options = json.loads(sys.argv[2])
 timeout = options["timeout"]
+redact = host_redactor(**options["secrets"])
+packer, written = zlib.compressobj(6), threading.Lock()
 
-def run(command):
+def run(index, command):
     started = time.monotonic()
     try:
         done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=timeout)
+        answer = [done.returncode, redact(done.stdout.decode("utf-8", "replace")),
+                  redact(done.stderr.decode("utf-8", "replace"))]
     except subprocess.TimeoutExpired:
-        return [124, "", f"timed out after {{timeout:g}}s (on the host)",
-                time.monotonic() - started]
-    return [done.returncode, redact(done.stdout.decode("utf-8", "replace")),
-            redact(done.stderr.decode("utf-8", "replace")), time.monotonic() - started]
+        answer = [124, "", f"timed out after {{timeout:g}}s (on the host)"]
+    except OSError as e:
+        answer = [126, "", f"the host program could not run it: {{e}}"]
+    line = json.dumps([index, *answer, time.monotonic() - started]).encode()
+    with written:  # one line an answer, as soon as it is done
+        chunk = packer.compress(line) + packer.flush(zlib.Z_SYNC_FLUSH)
+        sys.stdout.write(base64.b64encode(chunk).decode() + "\\n")
+        sys.stdout.flush()
 
-redact = host_redactor(**options["secrets"])
-commands = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+def commands():
+    if sys.argv[1] != "{FROM_STDIN}":
+        yield from json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+        return
+    for line in sys.stdin:
+        yield json.loads(line)
+
 with ThreadPoolExecutor({HOST_WORKERS}) as pool:
-    answers = list(pool.map(run, commands))
-sys.stdout.write(base64.b64encode(zlib.compress(json.dumps(answers).encode(), 6)).decode())
+    for index, command in enumerate(commands()):
+        pool.submit(run, index, command)
 """
 # The program: the redaction module's own source (standard library only), then the runner.
 HOST_PROGRAM = Path(redaction.__file__).read_text(encoding="utf-8") + _PROGRAM_BODY
@@ -91,11 +120,12 @@ class HostSecrets:
             "host_config": self.host_config}})
 
 
-def program_argv(commands: Sequence[str], secrets: HostSecrets,
+def program_argv(commands: Sequence[str] | None, secrets: HostSecrets,
                  timeout: float = COMMAND_TIMEOUT) -> list[str]:
     """The host program's command line for ``commands`` (each run by ``/bin/sh -c``, for at
-    most ``timeout`` seconds)."""
-    return ["python3", "-c", HOST_PROGRAM, encode_commands(commands), secrets.options(timeout)]
+    most ``timeout`` seconds); None: they come on its stdin, one JSON string a line."""
+    first = FROM_STDIN if commands is None else encode_commands(commands)
+    return ["python3", "-c", HOST_PROGRAM, first, secrets.options(timeout)]
 
 
 class ReadAheadError(Exception):
@@ -116,16 +146,30 @@ def encode_commands(commands: Sequence[str]) -> str:
     return base64.b64encode(zlib.compress(json.dumps(list(commands)).encode(), 9)).decode()
 
 
+class AnswerReader:
+    """HOST_PROGRAM's output, a line at a time: each line one answer (its command's index,
+    then the Answer), the lines one compressed stream."""
+
+    def __init__(self) -> None:
+        self._unpack = zlib.decompressobj()
+
+    def answer(self, line: str | bytes) -> tuple[int, Answer]:
+        try:
+            raw = json.loads(self._unpack.decompress(base64.b64decode(line, validate=True)))
+            index, rc, out, err, seconds = raw
+            return int(index), Answer(int(rc), str(out), str(err), float(seconds))
+        except (ValueError, TypeError, zlib.error) as e:
+            shown = line if isinstance(line, str) else line.decode("utf-8", "replace")
+            raise ReadAheadError(f"unreadable answer from the host: {shown[:200]!r}") from e
+
+
 def decode_answers(output: str, count: int) -> list[Answer]:
-    """HOST_PROGRAM's output: one Answer per command, in order."""
-    try:
-        raw = json.loads(zlib.decompress(base64.b64decode(output.strip(), validate=True)))
-        answers = [Answer(int(rc), str(out), str(err), float(s)) for rc, out, err, s in raw]
-    except (ValueError, TypeError, zlib.error) as e:
-        raise ReadAheadError(f"unreadable answer from the host: {output[:200]!r}") from e
-    if len(answers) != count:
+    """HOST_PROGRAM's whole output for ``count`` commands: one Answer per command, in order."""
+    reader = AnswerReader()
+    answers = dict(reader.answer(line) for line in output.split())
+    if sorted(answers) != list(range(count)):
         raise ReadAheadError(f"the host answered {len(answers)} of {count} commands")
-    return answers
+    return [answers[i] for i in range(count)]
 
 
 def backend_key(backend: Any) -> tuple[str, bool, str | None]:
@@ -134,22 +178,56 @@ def backend_key(backend: Any) -> tuple[str, bool, str | None]:
     return (str(backend.get_hostname()), bool(backend.sudo), backend.sudo_user)
 
 
+def piped_argv(backend: Any, command: str) -> list[str] | None:
+    """The local command line that runs ``command`` on ``backend``'s host as testinfra would
+    (sudo, ssh options and all), for its stdin and stdout to be piped here; None for a
+    backend that runs commands otherwise (docker, paramiko, ...)."""
+    remote = backend.get_command(command)
+    if type(backend) is SshBackend:
+        ssh, args = backend._build_ssh_command(remote)
+        return shlex.split(backend.quote(" ".join(ssh), *args))
+    if type(backend) is LocalBackend:
+        return ["/bin/sh", "-c", remote]
+    return None
+
+
+Key = tuple[tuple[str, bool, str | None], str]
+
+
+def _read_all(stream: IO[bytes], into: list[bytes]) -> None:
+    into.append(stream.read())
+
+
 @dataclass
 class ReadAhead:
-    """The answers of one run's batch, and what the run still had to ask one by one."""
+    """The answers of one run's read-ahead, and what the run still had to ask one by one.
 
-    answers: dict[tuple[tuple[str, bool, str | None], str], Answer] = field(default_factory=dict)
+    :meth:`open` starts the host program, :meth:`plan` hands it commands (it starts each at
+    once), :meth:`close` says there are no more; :meth:`answer` waits for one command's
+    answer. A failed read-ahead leaves ``error`` set, and what it did not answer goes to the
+    host one by one."""
+
+    answers: dict[Key, Answer] = field(default_factory=dict)
     planned: int = 0
     batch_seconds: float = 0.0
     round_trips: int = 0
     asked: list[str] = field(default_factory=list)  # commands not read ahead, in order
-    # The backend's own run, past the answers (set by install): the batch itself goes there.
+    # The backend's own run, past the answers (set by install): one-by-one asks go there.
     direct: Any = None
     secrets: HostSecrets = field(default_factory=HostSecrets)
-    # A batch under way (read_in_background): its commands, and when its answers are in.
-    pending: frozenset[tuple[tuple[str, bool, str | None], str]] = frozenset()
-    done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
+    # Every command handed to a read-ahead, in the order given: the host program answers by
+    # its index there (less ``_first``, where the one under way starts).
+    _order: list[Key] = field(default_factory=list)
+    _given: set[Key] = field(default_factory=set)
+    _first: int = 0
+    _closed: bool = True
+    _ended: bool = True
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
+    _giving: threading.Lock = field(default_factory=threading.Lock)
+    _host: Any = None
+    _pipe: subprocess.Popen[bytes] | None = None
+    _started: float = 0.0
 
     def run_program(self, backend: Any, commands: Sequence[str]) -> list[Answer]:
         """One round trip: ``commands`` (already quoted, as ``backend.quote`` makes them) run
@@ -164,43 +242,145 @@ class ReadAhead:
             raise ReadAheadError(f"exit {result.rc}: {result.stderr.strip()[:300]}")
         return decode_answers(result.stdout, len(commands))
 
+    def open(self, host: Any) -> None:
+        """Start a read-ahead on ``host``: the host program, over the backend's own
+        connection, waiting for commands (:meth:`plan`)."""
+        backend = host.backend
+        with self._arrived:
+            self._host, self._started, self._first = host, time.monotonic(), len(self._order)
+            self._closed, self._ended, self._pipe = False, False, None
+        argv = piped_argv(backend, backend.quote("%s %s %s %s %s",
+                                                 *program_argv(None, self.secrets)))
+        if argv is None:
+            return  # no pipe: close() sends every command in one call
+        self.round_trips += 1
+        try:
+            self._pipe = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE)
+        except OSError as e:
+            self._end(f"{type(e).__name__}: {e}")
+            return
+        threading.Thread(target=self._read_answers, args=(self._pipe,), name="read-ahead",
+                         daemon=True).start()
+
+    def plan(self, commands: Iterable[str]) -> None:
+        """Hand the read-ahead more commands (quoted, as ``backend.quote`` makes them); one
+        already given is not run again."""
+        key = backend_key(self._host.backend)
+        with self._giving:  # the order given is the order the host program numbers them
+            with self._arrived:
+                if self._closed or self._ended:
+                    return
+                new = [(key, c) for c in dict.fromkeys(commands) if (key, c) not in self._given]
+                self._order += new
+                self._given.update(new)
+            self.planned += len(new)
+            if self._pipe is not None and new:
+                self._send("".join(json.dumps(c) + "\n" for _, c in new))
+
+    def _send(self, text: str) -> None:
+        try:
+            assert self._pipe is not None and self._pipe.stdin is not None
+            self._pipe.stdin.write(text.encode())
+            self._pipe.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the program ended: its reader thread ends the read-ahead, saying why
+
+    def close(self) -> None:
+        """No more commands: the host program ends once it has answered them all."""
+        with self._giving, self._arrived:
+            if self._closed:
+                return
+            self._closed = True
+        if self._pipe is None:
+            if not self._ended:
+                threading.Thread(target=self._read_at_once, name="read-ahead",
+                                 daemon=True).start()
+            return
+        try:
+            assert self._pipe.stdin is not None
+            self._pipe.stdin.close()
+        except OSError:
+            pass  # the program ended already: its reader says why
+
+    def _read_answers(self, pipe: subprocess.Popen[bytes]) -> None:
+        """The reader thread: each answer as it comes, until the program's output ends."""
+        assert pipe.stdout is not None and pipe.stderr is not None
+        said: list[bytes] = []
+        drain = threading.Thread(target=_read_all, args=(pipe.stderr, said), daemon=True)
+        drain.start()
+        reader, problem = AnswerReader(), None
+        try:
+            for line in pipe.stdout:
+                self._keep(*reader.answer(line.strip()))
+        except ReadAheadError as e:
+            problem = str(e)
+        pipe.wait()
+        drain.join()
+        if problem is None and pipe.returncode != 0:
+            text = b"".join(said).decode("utf-8", "replace").strip()
+            problem = f"exit {pipe.returncode}: {text[:300]}"
+        self._end(problem)
+
+    def _read_at_once(self) -> None:
+        """Without a pipe: every planned command in one call, then their answers."""
+        commands = [c for _, c in self._order[self._first:]]
+        try:
+            for index, answer in enumerate(self.run_program(self._host.backend, commands)):
+                self._keep(index, answer)
+        except ReadAheadError as e:
+            self._end(str(e))
+        self._end(None)
+
+    def _keep(self, index: int, answer: Answer) -> None:
+        with self._arrived:
+            position = self._first + index
+            if index >= 0 and position < len(self._order):
+                self.answers[self._order[position]] = answer
+                self._arrived.notify_all()
+
+    def _end(self, problem: str | None) -> None:
+        with self._arrived:
+            if self._ended:
+                return
+            self._ended = True
+            missing = len(self._order) - self._first - sum(
+                1 for k in self._order[self._first:] if k in self.answers)
+            if problem is None and missing:
+                problem = f"the host left {missing} of {len(self._order) - self._first} " \
+                          "commands unanswered"
+            self.error = self.error or problem
+            self.batch_seconds += time.monotonic() - self._started
+            self._arrived.notify_all()
+
     def read(self, host: Any, commands: Sequence[str]) -> None:
         """Run ``commands`` on ``host`` in one round trip and keep the answers. Raises
         ReadAheadError."""
-        unique = list(dict.fromkeys(commands))
-        backend = host.backend
-        started = time.monotonic()
-        answers = self.run_program(backend, unique)
-        key = backend_key(backend)
-        for command, answer in zip(unique, answers, strict=True):
-            self.answers[key, command] = answer
-        self.planned += len(unique)
-        self.batch_seconds += time.monotonic() - started
+        self.open(host)
+        self.plan(commands)
+        self.close()
+        self.wait()
+        if self.error:
+            raise ReadAheadError(self.error)
 
-    def read_in_background(self, host: Any, commands: Sequence[str]) -> None:
-        """Start :meth:`read` on a thread and return: checks that need no planned fact (HTTP
-        through Caddy, connects from outside, commands nobody planned) run meanwhile; one
-        that does waits for the answers (:meth:`answer`). A failed batch leaves ``error``
-        set and the planned commands go to the host one by one."""
-        key = backend_key(host.backend)
-        self.pending = frozenset((key, c) for c in commands)
-        self.done.clear()
+    def wait(self) -> None:
+        """Until the read-ahead under way has ended."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._ended)
 
-        def read() -> None:
-            try:
-                self.read(host, commands)
-            except ReadAheadError as e:
-                self.error = str(e)
-            finally:
-                self.done.set()
-
-        threading.Thread(target=read, name="read-ahead", daemon=True).start()
+    def stop(self) -> None:
+        """End the read-ahead now (the run is over, or was interrupted)."""
+        if self._pipe is not None and self._pipe.poll() is None:
+            self._pipe.kill()
+        self._end("stopped before it had answered")
 
     def answer(self, backend: Any, command: str) -> Answer | None:
-        """The read-ahead answer to ``command`` (waiting for a batch under way), or None."""
-        if (backend_key(backend), command) in self.pending:
-            self.done.wait()
-        return self.answers.get((backend_key(backend), command))
+        """The read-ahead answer to ``command`` (waiting for it if it was planned), or None."""
+        key = (backend_key(backend), command)
+        with self._arrived:
+            if key in self._given:
+                self._arrived.wait_for(lambda: key in self.answers or self._ended)
+            return self.answers.get(key)
 
     def respond(self, backend: Any, command: str) -> Answer:
         """The read-ahead answer to ``command``, else the host's own, asked now in a round

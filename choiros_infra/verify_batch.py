@@ -1,13 +1,16 @@
 """pytest plugin of verify: read every host fact the collected checks will ask, in one round
-trip, while the first checks run (``choiros_infra/host_batch.py`` says how).
+trip, while pytest still collects and the first checks run (``choiros_infra/host_batch.py``
+says how).
 
-``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. After collection it
-plans the commands: each runbook statement's kind lists its probe's (``Kind.commands``), each
+``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. When collection
+starts, it starts the host program; as each item is collected it hands it that item's
+commands: each runbook statement's kind lists its probe's (``Kind.commands``), each
 tests/infra module its own (a module-level ``host_commands(config)`` returning
-``HostCommand``s), plus the runbook plugin's connection proof. It reads them in one batch on
-a thread and answers the checks' ``host.run`` from it; checks that read nothing planned
-(through Caddy, from outside) run meanwhile. A batch that fails is reported in one line and the
-checks ask the host one by one (through the same program): never a skipped or passed check.
+``HostCommand``s), plus, first, the runbook plugin's connection proof and what testinfra asks
+itself. The host starts each command as it comes; the checks' ``host.run`` is answered from
+the answers as they come back, and checks that read nothing planned (through Caddy, from
+outside) run meanwhile. A read-ahead that fails is reported in one line and the checks ask
+the host one by one (through the same program): never a skipped or passed check.
 
 Secrets stay on the host (:mod:`choiros_infra.redaction`): every command of the run, read
 ahead or not, goes through the host program, which masks the host's secret values before they
@@ -23,7 +26,7 @@ commands that still went one by one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,40 +80,67 @@ def pytest_configure(config: pytest.Config) -> None:
     read_ahead = ReadAhead(secrets=HostSecrets(names=names))
     backend_class = type(host.backend)
     config.stash[_STATE] = {"read_ahead": read_ahead, "host": host, "class": backend_class,
-                            "original": install(read_ahead, backend_class)}
+                            "original": install(read_ahead, backend_class), "opened": False,
+                            "modules": set()}
 
 
-def planned_commands(config: pytest.Config, items: list[pytest.Item]) -> Iterator[HostCommand]:
-    """Every command the items will run on the host, as their kinds and modules declare."""
-    state = config.stash[_STATE]
+def first_commands() -> Iterator[HostCommand]:
+    """What every run asks before any check's own: the runbook plugin's connection proof and
+    testinfra's questions about the host."""
     yield PROOF
     yield ENCODING_QUERY
     yield from SYSTEM_INFO
-    context = probe_context(config, state["host"])
-    modules: set[int] = set()
-    for item in items:
-        statement = getattr(item, "statement", None)
-        if statement is not None:
-            yield from kind_of(statement.check).commands(statement.check, context)
-            continue
-        module = getattr(item, "module", None)
-        declare = getattr(module, "host_commands", None)
-        if declare is not None and id(module) not in modules:
-            modules.add(id(module))
-            yield from declare(config)
+
+
+def item_commands(config: pytest.Config, item: pytest.Item) -> Iterator[HostCommand]:
+    """Every command ``item`` will run on the host, as its kind or its module declares (a
+    module's once, with its first item)."""
+    state = config.stash[_STATE]
+    statement = getattr(item, "statement", None)
+    if statement is not None:
+        if "context" not in state:
+            state["context"] = probe_context(config, state["host"])
+        yield from kind_of(statement.check).commands(statement.check, state["context"])
+        return
+    module = getattr(item, "module", None)
+    declare = getattr(module, "host_commands", None)
+    if declare is not None and module not in state["modules"]:
+        state["modules"].add(module)
+        yield from declare(config)
+
+
+def _plan(config: pytest.Config, commands: Iterable[HostCommand]) -> None:
+    state = config.stash[_STATE]
+    backend = state["host"].backend
+    state["read_ahead"].plan(backend.quote(c.template, *c.args) for c in commands)
+
+
+def _reading(config: pytest.Config) -> bool:
+    """Whether this process reads ahead (not for --collect-only, --read-ahead=off, or xdist's
+    controller, which collects nothing)."""
+    return (_STATE in config.stash and not config.option.collectonly
+            and config.getoption("read_ahead") != "off")
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    config = collector.config
+    if not _reading(config) or config.stash[_STATE]["opened"]:
+        return
+    state = config.stash[_STATE]
+    state["opened"] = True
+    state["read_ahead"].open(state["host"])
+    _plan(config, first_commands())
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if _reading(item.config) and item.config.stash[_STATE]["opened"]:
+        _plan(item.config, item_commands(item.config, item))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    config = session.config
-    if (_STATE not in config.stash or config.option.collectonly or not session.items
-            or config.getoption("read_ahead") == "off"):
-        return
-    state = config.stash[_STATE]
-    backend = state["host"].backend
-    commands = [backend.quote(c.template, *c.args)
-                for c in planned_commands(config, session.items)]
-    state["read_ahead"].read_in_background(state["host"], commands)
+    if _reading(session.config):
+        session.config.stash[_STATE]["read_ahead"].close()
 
 
 class ReportRedaction:
@@ -139,8 +169,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash[_STATE]
     read_ahead: ReadAhead = state["read_ahead"]
     if read_ahead.error:
-        terminalreporter.write_line(f"host facts not read ahead ({read_ahead.error}): every "
-                                    "check asked the host itself")
+        terminalreporter.write_line(
+            f"host facts not all read ahead ({read_ahead.error}): {len(read_ahead.answers)} "
+            f"of {read_ahead.planned} commands answered, every other check asked the host "
+            "itself")
     elif read_ahead.planned:
         more = len(read_ahead.asked)
         terminalreporter.write_line(
@@ -152,7 +184,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _STATE not in config.stash:
         return
-    state = config.stash.get(_STATE, {})
+    state = config.stash[_STATE]
+    state["read_ahead"].stop()
     uninstall(state["class"], state["original"])
     target = config.getoption("read_ahead_stats", None)
     if target:

@@ -25,6 +25,7 @@ from choiros_infra.expect.probes import ProbeContext
 from choiros_infra.host_batch import (
     ReadAhead,
     ReadAheadError,
+    backend_key,
     decode_answers,
     encode_commands,
     install,
@@ -86,16 +87,47 @@ def test_answers_belong_to_the_host_and_user_that_read_them(read_ahead: ReadAhea
     assert read_ahead.answer(local.backend, "echo batch") is not None
 
 
-def test_a_failed_batch_is_an_error_not_answers(host: Any) -> None:
+def test_each_answer_comes_back_while_commands_are_still_given(host: Any,
+                                                               tmp_path: Path) -> None:
+    """The host starts a command as soon as it is given and answers it as soon as it is
+    done: a check waits for its own answer only, not for the slowest command or the end of
+    collection."""
+    release = tmp_path / "release"
+    slow = f"while [ ! -e {release} ]; do sleep 0.02; done; echo slow"
     state = ReadAhead()
-    state.direct = lambda backend, *args: backend.run("exit 7")
-    with pytest.raises(ReadAheadError, match="exit 7"):
+    state.open(host)
+    state.plan([slow, "echo fast"])
+    fast = state.answer(host.backend, "echo fast")
+    assert fast is not None and fast.stdout == "fast\n"
+    assert state.answers.keys() == {(backend_key(host.backend), "echo fast")}, (
+        "the slow command is still running")
+    state.plan(["echo later"])  # given after the first answers: still the same round trip
+    assert state.answer(host.backend, "echo later") is not None
+    release.touch()
+    state.close()
+    state.wait()
+    assert state.error is None and state.round_trips == 1 and state.planned == 3
+    answered = state.answer(host.backend, slow)
+    assert answered is not None and answered.stdout == "slow\n"
+
+
+def test_a_failed_batch_is_an_error_not_answers(host: Any, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a host without python3
+    state = ReadAhead()
+    with pytest.raises(ReadAheadError, match=r"exit 127: .*python3"):
         state.read(host, ["true"])
     assert state.answers == {}
+    assert state.answer(host.backend, "true") is None, "the check asks the host itself"
+    state.direct = lambda backend, *args: backend.run("exit 7")
+    with pytest.raises(ReadAheadError, match="exit 7"):
+        state.run_program(host.backend, ["true"])
     with pytest.raises(ReadAheadError, match="unreadable answer"):
         decode_answers("not base64 at all", 1)
+    with pytest.raises(ReadAheadError, match="unreadable answer"):
+        decode_answers(encode_commands(["true"]), 1)  # a command list is no answer
     with pytest.raises(ReadAheadError, match="answered 0 of 2"):
-        decode_answers(encode_commands([]), 2)
+        decode_answers("", 2)
 
 
 @dataclass(frozen=True)
