@@ -449,3 +449,13 @@ def test_without_wait_an_unreachable_host_is_one_try(monkeypatch: pytest.MonkeyP
     with pytest.raises(UsageProblem, match="refuses"):
         verify_cmd.wait_for_host(HostAccess("ssh://admin@10.213.9.2"), started)
     assert time.monotonic() - started < 1
+
+
+def test_without_wait_cloud_init_is_not_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --wait the checks run whatever cloud-init says (they report an unfinished
+    converge themselves): asking it would cost a round trip for nothing."""
+    asked: list[object] = []
+    monkeypatch.setattr(verify_cmd, "check_reachable", asked.append)
+    monkeypatch.setattr(verify_cmd, "run_on_host", lambda *a, **k: asked.append(a) or (0, ""))
+    verify_cmd.wait_for_host(HostAccess("ssh://admin@10.213.9.2"), time.monotonic())
+    assert len(asked) == 1, "only the reachability check"
