@@ -4,7 +4,8 @@ says how).
 
 ``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. When collection
 starts, it starts the host program; as each item is collected it hands it that item's
-commands: each runbook statement's kind lists its probe's (``Kind.commands``), each
+commands (in a run narrowed by ``-k``, ``-m`` or ``--deselect``, once collection is done, for
+the items that stay): each runbook statement's kind lists its probe's (``Kind.commands``), each
 tests/infra module its own (a module-level ``host_commands(config)`` returning
 ``HostCommand``s), plus, first, the runbook plugin's connection proof and what testinfra asks
 itself. The host starts each command as it comes; the checks' ``host.run`` is answered from
@@ -132,15 +133,28 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
     _plan(config, first_commands())
 
 
+def _selects(config: pytest.Config) -> bool:
+    """Whether the run narrows what it collected (``-k``, ``-m``, ``--deselect``): then the
+    commands are planned once collection is done, for the checks that stay only."""
+    option = config.option
+    return bool(option.keyword or option.markexpr or option.deselect)
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if _reading(item.config) and item.config.stash[_STATE]["opened"]:
-        _plan(item.config, item_commands(item.config, item))
+    config = item.config
+    if _reading(config) and config.stash[_STATE]["opened"] and not _selects(config):
+        _plan(config, item_commands(config, item))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if _reading(session.config):
-        session.config.stash[_STATE]["read_ahead"].close()
+    config = session.config
+    if not _reading(config) or not config.stash[_STATE]["opened"]:
+        return
+    if _selects(config):
+        for item in session.items:
+            _plan(config, item_commands(config, item))
+    config.stash[_STATE]["read_ahead"].close()
 
 
 class ReportRedaction:

@@ -181,12 +181,12 @@ command "echo {path} | wc -c": exit 0
 """
 
 
-def _run_with_read_ahead(pytester: pytest.Pytester,
-                         read_ahead: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+def _run_with_read_ahead(pytester: pytest.Pytester, read_ahead: str,
+                         *more: str) -> tuple[pytest.RunResult, dict[str, Any]]:
     stats = pytester.path / f"stats-{read_ahead}.json"
     result = pytester.runpytest_subprocess(
         "docs/runbooks", "--hosts=local://", "-p", "choiros_infra.verify_batch",
-        f"--read-ahead={read_ahead}", f"--read-ahead-stats={stats}", "-q")
+        f"--read-ahead={read_ahead}", f"--read-ahead-stats={stats}", "-q", *more)
     return result, json.loads(stats.read_text())
 
 
@@ -210,6 +210,13 @@ def test_verify_plugin_reads_the_runbook_facts_in_one_round_trip(
     each, each_stats = _run_with_read_ahead(pytester, "off")
     each.assert_outcomes(passed=3)
     assert each_stats["planned"] == 0 and each_stats["round_trips"] >= 4
+
+    # -k: only the checks that stay are read ahead, still in one round trip.
+    narrowed, narrowed_stats = _run_with_read_ahead(pytester, "on", "-k", "wc")
+    narrowed.assert_outcomes(passed=1, deselected=2)
+    assert narrowed_stats["round_trips"] == 1 and narrowed_stats["asked_one_by_one"] == []
+    # Not the file statement's five commands (stat, readlinks, stat -L, cat), nor the cat.
+    assert narrowed_stats["planned"] == ahead_stats["planned"] - 6
 
     fact.write_text("beta\n")
     failing, _ = _run_with_read_ahead(pytester, "on")
