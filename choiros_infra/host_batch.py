@@ -57,14 +57,14 @@ from provisioning.spec import HOST_CONFIG, SECRETS_ENV_FILE
 # (a TLS handshake, a fail2ban or systemd socket) without thrashing.
 HOST_WORKERS = 6
 COMMAND_TIMEOUT = 120
-# The host program's first argument when the commands come on its stdin, one JSON string a
-# line, until end of file.
+# The host program's first argument when the commands come on its stdin, until end of file,
+# one a line: JSON ``[command, first]`` (``first``: start it before every other not yet
+# started).
 FROM_STDIN = "-"
 
 _PROGRAM_BODY = f"""
 
-import base64, json, subprocess, sys, threading, time, zlib
-from concurrent.futures import ThreadPoolExecutor
+import base64, json, queue, subprocess, sys, threading, time, zlib
 
 options = json.loads(sys.argv[2])
 timeout = options["timeout"]
@@ -90,14 +90,29 @@ def run(index, command):
 
 def commands():
     if sys.argv[1] != "{FROM_STDIN}":
-        yield from json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+        for command in json.loads(zlib.decompress(base64.b64decode(sys.argv[1]))):
+            yield command, False
         return
     for line in sys.stdin:
         yield json.loads(line)
 
-with ThreadPoolExecutor({HOST_WORKERS}) as pool:
-    for index, command in enumerate(commands()):
-        pool.submit(run, index, command)
+# What to run: those given as first before the others, each group in the order given; then
+# one stop for each worker.
+todo = queue.PriorityQueue()
+
+def work():
+    while (item := todo.get())[2] is not None:
+        run(item[1], item[2])
+
+workers = [threading.Thread(target=work) for _ in range({HOST_WORKERS})]
+for worker in workers:
+    worker.start()
+for index, (command, first) in enumerate(commands()):
+    todo.put((0 if first else 1, index, command))
+for stop, worker in enumerate(workers):
+    todo.put((2, stop, None))
+for worker in workers:
+    worker.join()
 """
 # The program: the redaction module's own source (standard library only), then the runner.
 HOST_PROGRAM = Path(redaction.__file__).read_text(encoding="utf-8") + _PROGRAM_BODY
@@ -263,9 +278,10 @@ class ReadAhead:
         threading.Thread(target=self._read_answers, args=(self._pipe,), name="read-ahead",
                          daemon=True).start()
 
-    def plan(self, commands: Iterable[str]) -> None:
+    def plan(self, commands: Iterable[str], *, first: bool = False) -> None:
         """Hand the read-ahead more commands (quoted, as ``backend.quote`` makes them); one
-        already given is not run again."""
+        already given is not run again. ``first``: the host starts them before every command
+        it has not started yet (commands that may take seconds)."""
         key = backend_key(self._host.backend)
         with self._giving:  # the order given is the order the host program numbers them
             with self._arrived:
@@ -276,7 +292,7 @@ class ReadAhead:
                 self._given.update(new)
             self.planned += len(new)
             if self._pipe is not None and new:
-                self._send("".join(json.dumps(c) + "\n" for _, c in new))
+                self._send("".join(json.dumps([c, first]) + "\n" for _, c in new))
 
     def _send(self, text: str) -> None:
         try:

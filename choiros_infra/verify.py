@@ -8,12 +8,13 @@ are read and reported is ``verify_report``.
 - Access: testinfra's ssh backend with the multiplexing ssh_config of ``host_access``: the
   reachability check opens the connection before pytest starts, every later command, from
   every xdist worker, reuses it.
-- Speed: every host fact the checks will ask is read in ONE round trip before the first check
-  runs (``verify_batch``, ``host_batch``: the host runs the planned commands and returns JSON;
-  the checks' ``host.run`` is answered from it); each connect from outside is made once per
-  run and started at collection, in the background (tests/infra/outside_connect.py: a closed
-  port costs the whole connect timeout). xdist workers (``-n``) each read ahead for
-  themselves, so they only pay off where the outside checks dominate (a remote host).
+- Speed: every host fact the checks will ask is read in ONE round trip, a stream that starts
+  with collection (``verify_batch``, ``host_batch``: the host runs each command as collection
+  declares it and sends each answer back as soon as it is done; the checks' ``host.run`` is
+  answered from them); each connect from outside is made once per run and started at
+  collection, in the background (tests/infra/outside_connect.py: a closed port costs the
+  whole connect timeout). xdist workers (``-n``) each read ahead for themselves, so they only
+  pay off where the outside checks dominate (a remote host).
 - Results: pytest writes JUnit, which ``verify_report`` turns into rows and a report.
 """
 

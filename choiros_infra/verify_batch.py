@@ -110,10 +110,19 @@ def item_commands(config: pytest.Config, item: pytest.Item) -> Iterator[HostComm
         yield from declare(config)
 
 
-def _plan(config: pytest.Config, commands: Iterable[HostCommand]) -> None:
+def _plan(config: pytest.Config, commands: Iterable[HostCommand], *, first: bool = False,
+          ) -> None:
     state = config.stash[_STATE]
     backend = state["host"].backend
-    state["read_ahead"].plan(backend.quote(c.template, *c.args) for c in commands)
+    state["read_ahead"].plan((backend.quote(c.template, *c.args) for c in commands),
+                             first=first)
+
+
+def _plan_item(config: pytest.Config, item: pytest.Item) -> None:
+    """Hand the read-ahead ``item``'s commands; a runbook command statement's first."""
+    statement = getattr(item, "statement", None)
+    first = statement is not None and kind_of(statement.check).read_first
+    _plan(config, item_commands(config, item), first=first)
 
 
 def _reading(config: pytest.Config) -> bool:
@@ -143,7 +152,7 @@ def _selects(config: pytest.Config) -> bool:
 def pytest_itemcollected(item: pytest.Item) -> None:
     config = item.config
     if _reading(config) and config.stash[_STATE]["opened"] and not _selects(config):
-        _plan(config, item_commands(config, item))
+        _plan_item(config, item)
 
 
 @pytest.hookimpl(trylast=True)
@@ -153,7 +162,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if _selects(config):
         for item in session.items:
-            _plan(config, item_commands(config, item))
+            _plan_item(config, item)
     config.stash[_STATE]["read_ahead"].close()
 
 

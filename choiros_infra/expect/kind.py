@@ -40,7 +40,9 @@ class Kind(Generic[C]):
     conflicts); ``commands(check, ctx)`` every command the probe may run on the host for
     ``check`` in that context, read ahead in one round trip
     by verify; a command the probe then needs and this did not list costs a round trip of
-    its own, never a wrong answer."""
+    its own, never a wrong answer. ``read_first``: the kind's commands are whatever a
+    runbook names (a backup, a health run), any of which may take seconds: the read-ahead
+    starts them before the others, so that the slowest do not start last."""
 
     name: str
     check_type: type[C]
@@ -50,3 +52,4 @@ class Kind(Generic[C]):
     probe: Callable[[C, ProbeContext], list[Outcome]]
     slot: Callable[[Any], object] = single_valued
     commands: Callable[[C, ProbeContext], tuple[HostCommand, ...]] = no_commands
+    read_first: bool = False

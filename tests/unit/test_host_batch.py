@@ -23,6 +23,7 @@ from choiros_infra.expect import iter_runbook_statements, probe, probes
 from choiros_infra.expect.kinds import kind_of
 from choiros_infra.expect.probes import ProbeContext
 from choiros_infra.host_batch import (
+    HOST_WORKERS,
     ReadAhead,
     ReadAheadError,
     backend_key,
@@ -109,6 +110,29 @@ def test_each_answer_comes_back_while_commands_are_still_given(host: Any,
     assert state.error is None and state.round_trips == 1 and state.planned == 3
     answered = state.answer(host.backend, slow)
     assert answered is not None and answered.stdout == "slow\n"
+
+
+def test_commands_given_first_start_before_the_others_waiting(host: Any,
+                                                              tmp_path: Path) -> None:
+    """A command that may take seconds (a runbook's own command) is started before every
+    command still waiting, though given after them: the slowest do not start last."""
+    log = tmp_path / "started"
+    busy = [f"while [ ! -e {tmp_path}/release{i} ]; do sleep 0.02; done"
+            for i in range(HOST_WORKERS)]
+    normal, first = f"echo normal >> {log}", f"echo first >> {log}"
+    state = ReadAhead()
+    state.open(host)
+    state.plan(busy)  # every worker busy: what comes next waits
+    state.plan([normal])
+    state.plan([first], first=True)
+    (tmp_path / "release0").touch()  # one worker free
+    assert state.answer(host.backend, first) is not None
+    assert log.read_text() == "first\n", "the normal command is still waiting"
+    for i in range(1, HOST_WORKERS):
+        (tmp_path / f"release{i}").touch()
+    state.close()
+    state.wait()
+    assert state.error is None and log.read_text() == "first\nnormal\n"
 
 
 def test_a_failed_batch_is_an_error_not_answers(host: Any, tmp_path: Path,

@@ -105,4 +105,5 @@ def probe(check: CommandCheck, ctx: ProbeContext) -> list[Outcome]:
     return outcomes
 
 
-KIND = Kind("command", CommandCheck, SUBJECT, FORMS, parse, probe, slot, commands)
+KIND = Kind("command", CommandCheck, SUBJECT, FORMS, parse, probe, slot, commands,
+            read_first=True)
