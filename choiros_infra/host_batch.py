@@ -385,10 +385,11 @@ class ReadAhead:
             self._arrived.wait_for(lambda: self._ended)
 
     def stop(self) -> None:
-        """End the read-ahead now (the run is over, or was interrupted)."""
+        """End the read-ahead now (the run is over, or was interrupted): an error only if
+        a command it was given is still unanswered."""
         if self._pipe is not None and self._pipe.poll() is None:
             self._pipe.kill()
-        self._end("stopped before it had answered")
+        self._end(None)
 
     def answer(self, backend: Any, command: str) -> Answer | None:
         """The read-ahead answer to ``command`` (waiting for it if it was planned), or None."""

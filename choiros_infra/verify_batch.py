@@ -2,16 +2,17 @@
 trip, while pytest still collects and the first checks run (``choiros_infra/host_batch.py``
 says how).
 
-``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. When collection
-starts, it starts the host program; as each item is collected it hands it that item's
-commands (in a run narrowed by ``-k``, ``-m`` or ``--deselect``, once collection is done, for
-the items that stay): each runbook statement's kind lists its probe's (``Kind.commands``), each
+``choiros-infra verify`` loads it with ``-p choiros_infra.verify_batch``. When pytest is
+configured, before it collects, it starts the host program; as each item is collected it
+hands it that item's commands (in a run narrowed by ``-k``, ``-m`` or ``--deselect``, once
+collection is done, for the items that stay): each runbook statement's kind lists its
+probe's (``Kind.commands``; a runbook's own ``command`` first, as the slowest), each
 tests/infra module its own (a module-level ``host_commands(config)`` returning
-``HostCommand``s), plus, first, the runbook plugin's connection proof and what testinfra asks
-itself. The host starts each command as it comes; the checks' ``host.run`` is answered from
-the answers as they come back, and checks that read nothing planned (through Caddy, from
-outside) run meanwhile. A read-ahead that fails is reported in one line and the checks ask
-the host one by one (through the same program): never a skipped or passed check.
+``HostCommand``s), plus, first of all, the runbook plugin's connection proof and what
+testinfra asks itself. The host starts each command as it comes; the checks' ``host.run`` is
+answered from the answers as they come back, and checks that read nothing planned (through
+Caddy, from outside) run meanwhile. A read-ahead that fails is reported in one line and the
+checks ask the host one by one (through the same program): never a skipped or passed check.
 
 Secrets stay on the host (:mod:`choiros_infra.redaction`): every command of the run, read
 ahead or not, goes through the host program, which masks the host's secret values before they
@@ -83,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = {"read_ahead": read_ahead, "host": host, "class": backend_class,
                             "original": install(read_ahead, backend_class), "opened": False,
                             "modules": set()}
+    _open(config)
 
 
 def first_commands() -> Iterator[HostCommand]:
@@ -126,20 +128,21 @@ def _plan_item(config: pytest.Config, item: pytest.Item) -> None:
 
 
 def _reading(config: pytest.Config) -> bool:
-    """Whether this process reads ahead (not for --collect-only, --read-ahead=off, or xdist's
-    controller, which collects nothing)."""
+    """Whether this process reads ahead: not for --collect-only or --read-ahead=off, nor in
+    xdist's controller, which hands the checks to its workers (each reads for itself)."""
+    controller = (config.getoption("numprocesses", None)
+                  and not hasattr(config, "workerinput"))
     return (_STATE in config.stash and not config.option.collectonly
-            and config.getoption("read_ahead") != "off")
+            and config.getoption("read_ahead") != "off" and not controller)
 
 
-def pytest_collectstart(collector: pytest.Collector) -> None:
-    config = collector.config
-    if not _reading(config) or config.stash[_STATE]["opened"]:
-        return
-    state = config.stash[_STATE]
-    state["opened"] = True
-    state["read_ahead"].open(state["host"])
-    _plan(config, first_commands())
+def _open(config: pytest.Config) -> None:
+    """Start the host program now, so that its start overlaps pytest's own (and collection)."""
+    if _reading(config):
+        state = config.stash[_STATE]
+        state["opened"] = True
+        state["read_ahead"].open(state["host"])
+        _plan(config, first_commands())
 
 
 def _selects(config: pytest.Config) -> bool:

@@ -125,14 +125,31 @@ def test_commands_given_first_start_before_the_others_waiting(host: Any,
     state.plan(busy)  # every worker busy: what comes next waits
     state.plan([normal])
     state.plan([first], first=True)
-    (tmp_path / "release0").touch()  # one worker free
-    assert state.answer(host.backend, first) is not None
-    assert log.read_text() == "first\n", "the normal command is still waiting"
+    (tmp_path / "release0").touch()  # one worker free: it takes one command at a time
+    assert state.answer(host.backend, normal) is not None
+    assert log.read_text() == "first\nnormal\n", "given last, started first"
     for i in range(1, HOST_WORKERS):
         (tmp_path / f"release{i}").touch()
     state.close()
     state.wait()
-    assert state.error is None and log.read_text() == "first\nnormal\n"
+    assert state.error is None
+
+
+def test_a_run_that_ends_first_stops_the_host_program(host: Any, tmp_path: Path) -> None:
+    """pytest ends the read-ahead with the run: no error when every command was answered
+    (the program may still be exiting), an error naming what was left otherwise."""
+    done = ReadAhead()
+    done.open(host)
+    done.plan(["echo answered"])
+    assert done.answer(host.backend, "echo answered") is not None
+    done.stop()
+    assert done.error is None
+    cut = ReadAhead()
+    cut.open(host)
+    cut.plan([f"while [ ! -e {tmp_path}/release ]; do sleep 0.02; done"])
+    cut.stop()
+    (tmp_path / "release").touch()  # the command itself ends on its own (read-only, bounded)
+    assert cut.error == "the host left 1 of 1 commands unanswered"
 
 
 def test_a_failed_batch_is_an_error_not_answers(host: Any, tmp_path: Path,
