@@ -170,13 +170,13 @@ def _put_security_group(ec2: Any, group: preview.Declared) -> str:
         Filters=[{"Name": "tag:Name", "Values": [tags.get("Name", group.name)]}])["SecurityGroups"]
     if found:
         group_id: str = found[0]["GroupId"]
-        _revoke_all(ec2, group_id)
     else:
         group_id = ec2.create_security_group(
             GroupName=group.name, Description=str(group.inputs["description"]),
             VpcId=str(group.inputs["vpcId"]))["GroupId"]
-        # A new group comes with an allow-all egress rule; the declared rules replace it.
-        _revoke_all(ec2, group_id)
+    # The rules of an earlier declaration, or a new group's allow-all egress: the declared
+    # rules replace them.
+    _revoke_all(ec2, group_id)
     ec2.create_tags(Resources=[group_id], Tags=_tags(tags))
     ingress = ip_permissions(group.inputs.get("ingress") or [])
     egress = ip_permissions(group.inputs.get("egress") or [])

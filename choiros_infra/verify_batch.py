@@ -82,8 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
     read_ahead = ReadAhead(secrets=HostSecrets(names=names))
     backend_class = type(host.backend)
     config.stash[_STATE] = {"read_ahead": read_ahead, "host": host, "class": backend_class,
-                            "original": install(read_ahead, backend_class), "opened": False,
-                            "modules": set()}
+                            "original": install(read_ahead, backend_class), "modules": set()}
     _open(config)
 
 
@@ -140,7 +139,6 @@ def _open(config: pytest.Config) -> None:
     """Start the host program now, so that its start overlaps pytest's own (and collection)."""
     if _reading(config):
         state = config.stash[_STATE]
-        state["opened"] = True
         state["read_ahead"].open(state["host"])
         _plan(config, first_commands())
 
@@ -154,14 +152,14 @@ def _selects(config: pytest.Config) -> bool:
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     config = item.config
-    if _reading(config) and config.stash[_STATE]["opened"] and not _selects(config):
+    if _reading(config) and not _selects(config):
         _plan_item(config, item)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
-    if not _reading(config) or not config.stash[_STATE]["opened"]:
+    if not _reading(config):
         return
     if _selects(config):
         for item in session.items:
