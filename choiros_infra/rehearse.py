@@ -55,6 +55,12 @@ PLACEHOLDERS: Mapping[str, str] = {
     "sandbox": "the application's built backend binary (the kitchen's stand-in app)",
     "dist": "the application's built frontend directory (the kitchen's stand-in app's)",
     "new_version": "a version not yet published for the stack (one per rehearsal)",
+    "scratch": "a kitchen host of the procedure's own, which it boots (the rehearsal's second "
+               "host, removed at its end)",
+    "scratch_stack_file": "the stack file <scratch> is built from (a copy of the example "
+                          "under a stack name of its own)",
+    "production": "a second running kitchen host, of another stack, playing production "
+                  "(<scratch>, booted by the rehearsal if no earlier step did)",
 }
 # Placeholders bound from an earlier step's output, not from the host: the last match of the
 # pattern's group in the output of any step before, in the same rehearsal.
@@ -91,6 +97,10 @@ class Step:
         """The lines with their placeholders replaced by ``values``."""
         return tuple((n, PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), text))
                      for n, text in self.lines)
+
+    def names(self) -> frozenset[str]:
+        """The placeholders the step names."""
+        return frozenset(m[1] for _, text in self.lines for m in PLACEHOLDER.finditer(text))
 
 
 @dataclass(frozen=True)

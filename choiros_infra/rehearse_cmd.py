@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,7 @@ from choiros_infra.kitchen_stack import test_secret_value
 from choiros_infra.redaction import Redactor
 from choiros_infra.rehearse import Runbook, coverage, read_runbooks
 from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
+from choiros_infra.rehearse_scratch import scratch_host
 from choiros_infra.runbook_stamp import stamp, valid_label
 from choiros_infra.verify import RUNBOOKS, SUITES
 
@@ -76,11 +78,15 @@ def rehearse(
     if stamp_runbooks is not None and not valid_label(stamp_runbooks):
         fail(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
              "letters, digits, spaces and ._:/- (at most 61), e.g. --stamp-runbooks kitchen")
+    def say(text: str) -> None:
+        stderr.print(escape(text))
+
     with refusals():
         host = kitchen_host(name)
-        rehearsal = Rehearsal(host, say=lambda text: stderr.print(escape(text)),
-                              check=_check)
-        ok = rehearsal.run(selected)
+        with scratch_host(name, say) as scratch:
+            rehearsal = Rehearsal(replace(host, values={**host.values, **scratch.values}),
+                                  say=say, check=_check, before=scratch.before)
+            ok = rehearsal.run(selected)
     for result in rehearsal.results:
         if result.failure is not None:
             stderr.print(f"[bold red]FAILED[/] {escape(str(result.failure))}", markup=True)

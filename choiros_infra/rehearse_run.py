@@ -94,6 +94,8 @@ class Rehearsal:
     host: RehearsalHost
     say: Callable[[str], None]
     check: Callable[[RehearsalHost, Path], int]
+    # Called before each step (the scratch host boots here for a step that needs it).
+    before: Callable[[Step], None] = lambda _step: None
     results: list[RunbookResult] = field(default_factory=list)
     # The CAPTURED placeholders earlier steps' output bound (e.g. <copy>).
     captured: dict[str, str] = field(default_factory=dict)
@@ -122,6 +124,7 @@ class Rehearsal:
         for step in runbook.steps:
             first = next((t.strip() for _, t in step.lines if t.strip()), "")
             self.say(f"rehearse: {step.file}:{step.line} ({step.where}) {first}")
+            self.before(step)
             started = time.monotonic()
             status, output = self._step(step, env)
             self.say(f"  exit {status} after {time.monotonic() - started:.1f} s")

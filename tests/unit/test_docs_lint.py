@@ -39,7 +39,7 @@ REFERENCE_DIR = "90-reference"
 GRAMMAR = "50-testing/expect-grammar.md"
 
 # Percent of the procedures a kitchen rehearsal runs: raised as procedures become runnable.
-REHEARSED_FLOOR = 73
+REHEARSED_FLOOR = 80
 PROCEDURE_SECTIONS = ("Purpose", "When to use", "Prerequisites", "Steps", "Verify", "Roll back")
 REFERENCE_SECTIONS = ("Purpose",)
 
