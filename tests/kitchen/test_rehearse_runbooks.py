@@ -3,8 +3,10 @@ the real CLI (`choiros-infra rehearse`), then each runbook's expect blocks; a gr
 the runbooks' `Last verified:` lines. A procedure that breaks fails here at its file:line,
 with the command and the tail of its output.
 
-One host for all of them (the procedures that would destroy it are not rehearsed and say
-so), so the rehearsal adds one boot to CI. Its stack is a throwaway copy of the example with
+One host for all of them, and the rehearsal's own second host (``<scratch>``) for the
+procedures that boot a host of their own or need two: local development boots it, "already
+exists" destroys and boots it again, the promote between two kitchen hosts deploys to it. The
+rehearsal removes it when it ends. Its stack is a throwaway copy of the example with
 its own SSM parameters too: the security runbook rotates one.
 """
 
@@ -21,9 +23,11 @@ from guest_kit import host_name, stack_host
 
 from choiros_infra.kitchen_stack import remove_stack_objects, throwaway_stack
 from choiros_infra.rehearse import read_runbooks
+from choiros_infra.rehearse_scratch import scratch_name
 from choiros_infra.verify import PROJECT_ROOT, RUNBOOKS
 from infra.config import load_stack_file
 from kitchen import cloud
+from kitchen import paths as kitchen_paths
 from kitchen.state import HostState
 
 pytestmark = pytest.mark.kitchen
@@ -59,6 +63,10 @@ def test_every_marked_procedure_runs_as_written(host: HostState) -> None:
         f"{RUNBOOKS.relative_to(PROJECT_ROOT)}/{f['file']}:{f['line']}: step failed "
         f"(exit {f['status']}): {f['command']}\n{f['tail']}" for f in failures)
     assert result.returncode == 0 and report["passed"], result.stderr[-4000:]
+    assert "rehearse: booting kitchen host" not in result.stderr, \
+        "local development boots the second host; nothing else should"
+    assert not (kitchen_paths.hosts_dir() / scratch_name(host.name)).exists(), \
+        "the rehearsal's second host outlived it"
     rehearsed = {r.file for r in read_runbooks(RUNBOOKS) if r.steps}
     assert {r["file"] for r in report["runbooks"]} == rehearsed
     today = datetime.now(UTC).date().isoformat()
