@@ -26,6 +26,11 @@ The program also keeps the host's secrets on the host: it starts with the source
 the same names in any process's environment) in every output before it leaves
 (:class:`HostSecrets` says where they are). No command of a verify answers unredacted.
 
+fail2ban's read-only queries (``fail2ban-client status``, ``fail2ban-client get JAIL
+SETTING``) are answered inside the program, through fail2ban's own client library over one
+connection (:mod:`choiros_infra.host_fail2ban`), instead of a Python interpreter each: what
+fail2ban-client would print, and the client itself runs for anything else.
+
 Which commands to read is declared, not guessed: each expect kind lists its probe's commands
 (``Kind.commands``), and a tests/infra module lists its own in ``host_commands(config)``
 (``choiros_infra/verify_batch.py`` collects both). Commands only read the host, so running
@@ -35,6 +40,7 @@ them side by side is safe; identical commands run once.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import shlex
 import subprocess
@@ -43,13 +49,12 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from testinfra.backend.local import LocalBackend
 from testinfra.backend.ssh import SshBackend
 
-from choiros_infra import redaction
+from choiros_infra import host_fail2ban, redaction
 from provisioning.spec import HOST_CONFIG, SECRETS_ENV_FILE
 
 # How many commands the host runs at once, and how long one may take. The host of a verify
@@ -71,13 +76,18 @@ timeout = options["timeout"]
 redact = host_redactor(**options["secrets"])
 packer, written = zlib.compressobj(6), threading.Lock()
 
+fail2ban = Fail2banQueries()
+
 def run(index, command):
     started = time.monotonic()
     try:
-        done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
-        answer = [done.returncode, redact(done.stdout.decode("utf-8", "replace")),
-                  redact(done.stderr.decode("utf-8", "replace"))]
+        answered = fail2ban.answer(command)  # a fail2ban-client query, without the client
+        if answered is None:
+            done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)
+            answered = (done.returncode, done.stdout.decode("utf-8", "replace"),
+                        done.stderr.decode("utf-8", "replace"))
+        answer = [answered[0], redact(answered[1]), redact(answered[2])]
     except subprocess.TimeoutExpired:
         answer = [124, "", f"timed out after {{timeout:g}}s (on the host)"]
     except OSError as e:
@@ -113,9 +123,12 @@ for stop, worker in enumerate(workers):
     todo.put((2, stop, None))
 for worker in workers:
     worker.join()
+fail2ban.close()
 """
-# The program: the redaction module's own source (standard library only), then the runner.
-HOST_PROGRAM = Path(redaction.__file__).read_text(encoding="utf-8") + _PROGRAM_BODY
+# The program: the redaction module's own source and the fail2ban queries' (standard library
+# only at import), then the runner.
+HOST_PROGRAM = "\n".join(inspect.getsource(module)
+                         for module in (redaction, host_fail2ban)) + _PROGRAM_BODY
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,10 @@ from guest_kit import healthy, host_name, stack_host, wait_until
 from typer.testing import CliRunner
 
 from choiros_infra.cli import app
+from choiros_infra.expect.kinds import fail2ban as fail2ban_kind
+from choiros_infra.expect.probes import HostCommand
 from choiros_infra.host_access import HostAccess
+from choiros_infra.host_batch import Answer, HostSecrets, decode_answers, program_argv
 from choiros_infra.kitchen_cmd import kitchen_app
 from choiros_infra.verify import PROJECT_ROOT
 from choiros_infra.verify_cmd import execute
@@ -77,6 +81,36 @@ def test_verify_passes_on_a_fresh_kitchen(host: HostState, tmp_path: Path,
     assert "**PASSED**: 0 of" in text
     assert "30-operations/04-security.md" in text  # suites grouped by their runbook
     assert "50-testing/expect-grammar.md" in text  # runbook statements in the same run
+
+
+def test_the_host_program_answers_fail2ban_queries_as_fail2ban_client_prints_them(
+        host: HostState) -> None:
+    """verify's fail2ban queries are answered inside the host program, through fail2ban's own
+    client library: word for word what fail2ban-client prints. With no fail2ban-client on
+    the program's PATH, only the in-process answers can succeed; the same queries behind
+    ``command`` are not queries to it, and run the real client."""
+    queries = [fail2ban_kind.STATUS, fail2ban_kind.get("sshd", "maxretry"),
+               fail2ban_kind.get("sshd", "journalmatch"), fail2ban_kind.get("sshd", "actions"),
+               HostCommand("fail2ban-client status sshd")]
+    lines = [q.template % tuple(shlex.quote(a) for a in q.args) for q in queries]  # as planned
+    real = [line.replace("fail2ban-client", "command fail2ban-client", 1) for line in lines]
+
+    def answers(commands: list[str], path: str) -> list[Answer]:
+        argv = ["env", f"PATH={path}", "/usr/bin/python3",
+                *program_argv(commands, HostSecrets())[1:]]
+        result = lifecycle.exec_in(host.name, argv)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return decode_answers(result.stdout, len(commands))
+
+    in_process = answers(lines, "/nonexistent")
+    by_client = answers(real, "/usr/sbin:/usr/bin:/sbin:/bin")
+    for line, mine, theirs in zip(lines, in_process, by_client, strict=True):
+        assert (mine.rc, mine.stdout, mine.stderr) == (0, theirs.stdout, ""), line
+        assert theirs.rc == 0 and theirs.stdout.strip(), line
+    assert "Jail list:\tsshd" in in_process[0].stdout
+    # A query the server refuses is fail2ban-client's own error, exit code and text.
+    [refused] = answers(["fail2ban-client get nojail maxretry"], "/nonexistent")
+    assert refused.rc == 127, refused  # not answered in-process: the (absent) client ran
 
 
 def test_a_kitchen_host_key_never_reaches_the_operators_known_hosts(
