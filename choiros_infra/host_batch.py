@@ -5,7 +5,8 @@ one per runbook statement and suite fact). Asked one by one, each is an SSH roun
 they add up to most of a verify's time. Like Goss, which evaluates its checks on the host,
 this module sends the host the whole list at once: a small stdlib-only Python program
 (``HOST_PROGRAM``, run by the host's python3 through the same testinfra connection, sudo and
-all) runs every command with ``/bin/sh -c`` a few at a time and returns each one's exit code
+all) runs every command as ``/bin/sh -c`` would (one program with literal arguments without
+the shell: :mod:`choiros_infra.host_exec`) a few at a time and returns each one's exit code
 and outputs as soon as it is done. pytest then runs the checks as before, and every
 ``host.run`` whose command was read ahead is answered from those answers
 (:class:`ReadAhead`, installed on the testinfra backend's ``run``); a command nobody planned
@@ -54,7 +55,7 @@ from typing import IO, Any
 from testinfra.backend.local import LocalBackend
 from testinfra.backend.ssh import SshBackend
 
-from choiros_infra import host_fail2ban, redaction
+from choiros_infra import host_exec, host_fail2ban, redaction
 from provisioning.spec import HOST_CONFIG, SECRETS_ENV_FILE
 
 # How many commands the host runs at once, and how long one may take. The host of a verify
@@ -69,7 +70,7 @@ FROM_STDIN = "-"
 
 _PROGRAM_BODY = f"""
 
-import base64, json, queue, subprocess, sys, threading, time, zlib
+import base64, json, os, queue, subprocess, sys, threading, time, zlib
 
 options = json.loads(sys.argv[2])
 timeout = options["timeout"]
@@ -78,15 +79,29 @@ packer, written = zlib.compressobj(6), threading.Lock()
 
 fail2ban = Fail2banQueries()
 
+def execute(command):
+    # ``command`` as ``/bin/sh -c`` runs it; one program with literal arguments without the
+    # shell (choiros_infra/host_exec.py), unless it cannot be started.
+    simple = simple_command(command)
+    if simple is not None:
+        assigned, argv = simple
+        try:
+            return subprocess.run(argv, env={{**os.environ, **assigned}},
+                                  stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout)
+        except OSError:
+            pass  # not found, not executable: the shell says so its own way
+    return subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout)
+
 def run(index, command):
     started = time.monotonic()
     try:
         answered = fail2ban.answer(command)  # a fail2ban-client query, without the client
         if answered is None:
-            done = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout)
-            answered = (done.returncode, done.stdout.decode("utf-8", "replace"),
-                        done.stderr.decode("utf-8", "replace"))
+            done = execute(command)
+            answered = (exit_status(done.returncode), done.stdout.decode("utf-8", "replace"),
+                        done.stderr.decode("utf-8", "replace") + signal_note(done.returncode))
         answer = [answered[0], redact(answered[1]), redact(answered[2])]
     except subprocess.TimeoutExpired:
         answer = [124, "", f"timed out after {{timeout:g}}s (on the host)"]
@@ -128,7 +143,7 @@ fail2ban.close()
 # The program: the redaction module's own source and the fail2ban queries' (standard library
 # only at import), then the runner.
 HOST_PROGRAM = "\n".join(inspect.getsource(module)
-                         for module in (redaction, host_fail2ban)) + _PROGRAM_BODY
+                         for module in (redaction, host_fail2ban, host_exec)) + _PROGRAM_BODY
 
 
 @dataclass(frozen=True)
