@@ -7,7 +7,7 @@ one question and prints the answer: about 40 ms of CPU each on a host, seven of 
 verify. The host program (:mod:`choiros_infra.host_batch`) instead hands such a command line
 to :class:`Fail2banQueries`, which does what ``fail2ban-client`` does (its ``Configurator``
 finds the socket, its ``CSocket`` sends the command, its ``Beautifier`` formats the answer,
-printed with a newline as the client prints it) once per question, in its own process, with
+which may be a number, printed as ``print`` prints it) once per question, in its own process, with
 one connection for all of them. Only an answer the server gave without an error is answered
 so; anything else (no fail2ban library, no server, an error from the server, a command line
 that is not exactly such a query) returns None, and the host program runs the command line
@@ -76,7 +76,7 @@ class Fail2banQueries:
                     return None  # the client's own error text comes from running it
                 beautifier = Beautifier()
                 beautifier.setInputCmd(args)
-                return 0, beautifier.beautify(response) + "\n", ""
+                return 0, f"{beautifier.beautify(response)}\n", ""  # print()'s str
             except Exception:  # no library, no server, a protocol error: the client says
                 self._broken = True
                 return None
