@@ -28,11 +28,8 @@ it could not publish.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
-import ssl
 import subprocess
 import time
 import urllib.parse
@@ -40,6 +37,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import http.client
 
 if TYPE_CHECKING or __package__:  # in the repository; on the host, a sibling module
     from provisioning.host_tools.choiros_tool import (
@@ -69,6 +69,9 @@ FULL_BELOW_BYTES = 64 << 20
 def probe(url: str, server_name: str = "", timeout: float = HTTP_TIMEOUT) -> dict[str, Any]:
     """GET url (no proxy; https without certificate verification, SNI and Host =
     server_name when given): {"ok", "status", "body" or "error", "ms"}."""
+    import http.client  # here, not at start-up: `--help` needs neither
+    import ssl
+
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     path = parts.path or "/"
@@ -80,8 +83,8 @@ def probe(url: str, server_name: str = "", timeout: float = HTTP_TIMEOUT) -> dic
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-            conn = _SniConnection(host, parts.port or 443, timeout=timeout, context=ctx,
-                                  server_name=server_name)
+            conn = _sni_connection(host, parts.port or 443, timeout=timeout, context=ctx,
+                                   server_name=server_name)
         else:
             conn = http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
         try:
@@ -105,17 +108,18 @@ def probe(url: str, server_name: str = "", timeout: float = HTTP_TIMEOUT) -> dic
     return result
 
 
-class _SniConnection(http.client.HTTPSConnection):
+def _sni_connection(host: str, port: int, *, timeout: float, context: Any,
+                    server_name: str) -> http.client.HTTPSConnection:
     """HTTPS to an address, with another name in the TLS handshake (SNI)."""
+    import http.client
+    import socket
 
-    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext,
-                 server_name: str) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._ctx, self._server_name = context, server_name
+    class SniConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            sock = socket.create_connection((self.host, self.port), self.timeout)
+            self.sock = context.wrap_socket(sock, server_hostname=server_name or None)
 
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(sock, server_hostname=self._server_name or None)
+    return SniConnection(host, port, timeout=timeout, context=context)
 
 
 def unit_states(units: tuple[str, ...]) -> dict[str, str]:

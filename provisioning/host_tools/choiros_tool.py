@@ -17,8 +17,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,6 +142,11 @@ def aws_errors() -> tuple[type[Exception], ...]:
 
 def wait_healthy(url: str, timeout: float) -> str | None:
     """Poll until url answers 200 {"status": "healthy"}: None, or why not in time."""
+    # Imported here: urllib.request brings http.client, email and ssl, a third of every
+    # tool's start-up, which `--help` and most commands never use.
+    import urllib.error
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline, last = time.monotonic() + timeout, "no answer"
     while (left := deadline - time.monotonic()) > 0:
