@@ -116,13 +116,13 @@ def measure(st: HostState, stack_file: Path, runs: int, baseline_runs: int) -> d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--name", help="use this running kitchen host instead of booting one")
     parser.add_argument("--stack-file", type=Path, default=STACK_FILE,
                         help="the stack file the host was built from (default the example)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each (median; default 3)")
     parser.add_argument("--baseline-runs", type=int, default=None,
-                        help="runs without read-ahead (default: --runs)")
+                        help="runs without read-ahead (default: --runs; 0: none)")
     args = parser.parse_args()
     name = args.name or f"fv-bench-{secrets.token_hex(2)}"
     try:
