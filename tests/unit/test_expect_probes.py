@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from choiros_infra.expect import ProbeContext, ProbeError, parse_text, probe
+from choiros_infra.expect.kinds import service as service_kind
 from choiros_infra.expect.kinds.command import command_line
 from choiros_infra.expect.kinds.file import parse_stat
 from choiros_infra.expect.kinds.http import parse_curl_include
@@ -444,7 +445,18 @@ def test_service_message_reads_like_the_runbook() -> None:
         "expected running, observed inactive")
     assert host.calls == [("LC_ALL=C %s %s %s %s %s", (
         "systemctl", "show", "--property=LoadState,ActiveState,SubState,UnitFileState", "--",
-        "choiros-backend"))]
+        "choiros-backend.service"))]
+
+
+@pytest.mark.parametrize(("name", "unit"), [
+    ("caddy", "caddy.service"), ("caddy.service", "caddy.service"),
+    ("apt-daily.timer", "apt-daily.timer"), ("choiros@x", "choiros@x.service"),
+    ("dev-sda.device", "dev-sda.device"), ("/dev/sda", "/dev/sda"),
+])
+def test_a_unit_is_read_by_the_name_systemctl_completes(name: str, unit: str) -> None:
+    """``service caddy`` and ``service caddy.service`` are one unit: one command reads it."""
+    assert service_kind.unit_name(name) == unit
+    assert service_kind.show(name) == service_kind.show(unit)
 
 
 @pytest.mark.parametrize(("show", "statement", "oks", "observed"), [

@@ -82,10 +82,23 @@ def parse_systemctl_show(output: str) -> UnitFacts:
                      values.get("SubState", ""), values.get("UnitFileState", ""))
 
 
+# The unit types systemd knows by suffix; a name without one is a service to systemctl.
+UNIT_SUFFIXES = (".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target",
+                 ".path", ".timer", ".slice", ".scope")
+
+
+def unit_name(name: str) -> str:
+    """``name`` as systemctl completes it (``caddy`` is ``caddy.service``), so that a unit
+    named both ways in one run is read once."""
+    if "/" in name or name.endswith(UNIT_SUFFIXES):
+        return name
+    return f"{name}.service"
+
+
 def show(name: str) -> HostCommand:
     """Everything a service statement reads of a unit (the host suites read it too)."""
     return tool("systemctl", "show", "--property=LoadState,ActiveState,SubState,UnitFileState",
-                "--", name)
+                "--", unit_name(name))
 
 
 def commands(check: ServiceCheck, ctx: ProbeContext) -> tuple[HostCommand, ...]:
