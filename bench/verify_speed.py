@@ -40,7 +40,7 @@ from choiros_infra.verify import (
     KITCHEN_WORKERS,
     PROJECT_ROOT,
     VerifyRun,
-    pytest_argv,
+    run_checked,
 )
 from choiros_infra.verify_report import read_junit, total
 from infra.config import load_stack_file
@@ -71,10 +71,8 @@ def timed_run(st: HostState, stack_file: Path, *, read_ahead: bool,
         if not read_ahead:
             run = dataclasses.replace(run, connect_timeout=BASELINE_CONNECT_TIMEOUT)
         started = time.monotonic()
-        try:
-            check_reachable(access)
-            code = subprocess.run(pytest_argv(run), cwd=PROJECT_ROOT, check=False,
-                                  stdout=subprocess.DEVNULL).returncode
+        try:  # as verify runs it: the reachability check while pytest starts
+            code = run_checked(run, lambda: check_reachable(access), stdout=subprocess.DEVNULL)
             seconds = time.monotonic() - started
         finally:
             close_shared_connection(access)

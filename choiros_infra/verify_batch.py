@@ -28,17 +28,20 @@ commands that still went one by one.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from choiros_infra.errors import EXIT_UNUSABLE
 from choiros_infra.expect.kinds import kind_of
 from choiros_infra.expect.plugin import PROOF, RunbookUsageError, probe_context, runbook_host
 from choiros_infra.expect.probes import HostCommand
 from choiros_infra.host_batch import HostSecrets, ReadAhead, install, uninstall
 from choiros_infra.redaction import Redactor, scrub, variable_of
+from choiros_infra.verify import HOST_READY
 from infra.config import ConfigError, load_stack_file
 
 _STATE = pytest.StashKey[dict[str, Any]]()
@@ -56,6 +59,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="off: read nothing ahead, every check asks the host itself (still counted; "
              "bench/verify_speed.py measures the runner without read-ahead this way)")
     parser.getgroup("choiros").addoption(
+        "--host-ready-fd", type=int, default=None, metavar="FD",
+        help="wait, before anything asks the host, for verify's word on this pipe that the "
+             "host is reachable; its end without the word: stop at once, without output "
+             "(verify says why)")
+    parser.getgroup("choiros").addoption(
         "--read-ahead-stats", default=None, metavar="FILE",
         help="write the read-ahead's figures (planned commands, batch seconds, SSH round trips, "
              "commands asked one by one) to FILE as JSON")
@@ -72,7 +80,21 @@ def secret_names(config: pytest.Config) -> tuple[str, ...]:
     return tuple(variable_of(p) for p in cfg.secrets) if cfg else ()
 
 
+def wait_until_reachable(config: pytest.Config) -> None:
+    """With ``--host-ready-fd``, until verify has proven the host reachable (pytest started
+    meanwhile: choiros_infra/verify.py, ``run_checked``); not in xdist's workers, which
+    start after it."""
+    fd = config.getoption("host_ready_fd", None)
+    if fd is None or hasattr(config, "workerinput"):
+        return
+    with os.fdopen(fd, "rb") as pipe:
+        word = pipe.read()
+    if word != HOST_READY:
+        os._exit(EXIT_UNUSABLE)  # not reachable: verify prints the Error and Try lines
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    wait_until_reachable(config)
     names = secret_names(config)
     config.pluginmanager.register(ReportRedaction(Redactor(names=frozenset(names))),
                                   "choiros-report-redaction")

@@ -49,7 +49,7 @@ from choiros_infra.verify import (
     KITCHEN_WORKERS,
     RUNBOOKS,
     VerifyRun,
-    run_pytest,
+    run_checked,
     verdict,
 )
 from choiros_infra.verify_report import (
@@ -142,8 +142,7 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
         if paths is not None:
             run = replace(run, paths=paths)
         while True:
-            wait_for_host(access, deadline)
-            code = verdict(run_pytest(run))
+            code = verdict(run_checked(run, lambda: wait_for_host(access, deadline)))
             if code != EXIT_FAILED or time.monotonic() + RETRY_PAUSE >= deadline:
                 break
             left = deadline - time.monotonic()

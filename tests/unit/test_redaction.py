@@ -200,12 +200,13 @@ def _leaky_junit(path: Path) -> Path:
 def test_verify_summary_report_and_json_are_masked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    def run_pytest(run: Any) -> int:
+    def run_checked(run: Any, reachable: Any) -> int:
+        reachable()
         _leaky_junit(run.junit)
         return 1
 
     monkeypatch.setattr(verify_cmd, "wait_for_host", lambda access, deadline: None)
-    monkeypatch.setattr(verify_cmd, "run_pytest", run_pytest)
+    monkeypatch.setattr(verify_cmd, "run_checked", run_checked)
     report, as_json = tmp_path / "report.md", tmp_path / "verify.json"
     code = verify_cmd.execute(HostAccess(url="ssh://admin@10.0.0.1",
                                          ssh_config=tmp_path / "ssh_config"),
