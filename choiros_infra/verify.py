@@ -6,8 +6,9 @@ verify`` are thin front ends to it. How the host is reached is ``host_access``; 
 are read and reported is ``verify_report``.
 
 - Access: testinfra's ssh backend with the multiplexing ssh_config of ``host_access``: the
-  reachability check opens the connection before pytest starts, every later command, from
-  every xdist worker, reuses it.
+  reachability check opens the connection while pytest starts (pytest asks the host nothing
+  before it has passed: ``run_checked``), every later command, from every xdist worker,
+  reuses it.
 - Speed: every host fact the checks will ask is read in ONE round trip, a stream that starts
   with collection (``verify_batch``, ``host_batch``: the host runs each command as collection
   declares it and sends each answer back as soon as it is done; the checks' ``host.run`` is
