@@ -20,6 +20,9 @@ leave; and every report of the run (a failure's text, its captured output), befo
 terminal or the JUnit file sees it, has the assignments to the stack's secret names masked
 (``--stack-file``'s ``choiros:secrets``).
 
+``--host-ready-fd FD`` (verify's ``run_checked``): pytest starts while verify proves the host
+reachable, and waits for its word on that pipe before anything asks the host.
+
 ``--read-ahead-stats FILE`` writes what happened as JSON (``bench/verify_speed.py`` reads
 it): commands planned, the batch's seconds, SSH round trips of this pytest process, and the
 commands that still went one by one.
