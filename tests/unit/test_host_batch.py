@@ -10,7 +10,6 @@ python3, as verify runs it on a host through SSH.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from choiros_infra.host_batch import (
     backend_key,
     decode_answers,
     encode_commands,
-    install,
-    uninstall,
 )
 
 pytestmark = pytest.mark.unit
@@ -42,16 +39,6 @@ RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 @pytest.fixture
 def host() -> Any:
     return testinfra.get_host("local://")
-
-
-@pytest.fixture
-def read_ahead() -> Iterator[ReadAhead]:
-    state = ReadAhead()
-    original = install(state, LocalBackend)
-    try:
-        yield state
-    finally:
-        uninstall(LocalBackend, original)
 
 
 def test_the_host_program_answers_every_command_in_order(host: Any, tmp_path: Path,

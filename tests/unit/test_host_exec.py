@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
-from testinfra.backend.local import LocalBackend
 
-from choiros_infra.host_batch import ReadAhead, install, uninstall
+from choiros_infra.host_batch import ReadAhead
 from choiros_infra.host_exec import exit_status, simple_command
 
 pytestmark = pytest.mark.unit
@@ -47,16 +45,6 @@ def test_anything_the_shell_does_more_than_split_goes_to_the_shell(command: str)
 
 def test_a_signal_is_reported_as_the_shell_reports_it() -> None:
     assert exit_status(-15) == 143 and exit_status(0) == 0 and exit_status(3) == 3
-
-
-@pytest.fixture
-def read_ahead() -> Iterator[ReadAhead]:
-    state = ReadAhead()
-    original = install(state, LocalBackend)
-    try:
-        yield state
-    finally:
-        uninstall(LocalBackend, original)
 
 
 def test_the_host_program_answers_as_the_shell_would(tmp_path: Path,

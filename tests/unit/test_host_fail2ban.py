@@ -10,16 +10,14 @@ import os
 import shlex
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
-from testinfra.backend.local import LocalBackend
 
 from choiros_infra.expect.kinds import fail2ban as fail2ban_kind
-from choiros_infra.host_batch import ReadAhead, install, uninstall
+from choiros_infra.host_batch import ReadAhead
 from choiros_infra.host_fail2ban import Fail2banQueries, fail2ban_query
 
 pytestmark = pytest.mark.unit
@@ -139,16 +137,6 @@ def test_a_broken_connection_leaves_every_later_query_to_the_client(server: Fake
     assert queries.answer("fail2ban-client get sshd broken") is None
     assert queries.answer("fail2ban-client status") is None
     assert server.asked == [("get", "sshd", "broken")]
-
-
-@pytest.fixture
-def read_ahead() -> Iterator[ReadAhead]:
-    state = ReadAhead()
-    original = install(state, LocalBackend)
-    try:
-        yield state
-    finally:
-        uninstall(LocalBackend, original)
 
 
 def test_without_fail2ban_s_library_the_host_program_runs_the_client(
