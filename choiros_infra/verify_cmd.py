@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -41,19 +40,16 @@ from choiros_infra.options import (
     TargetOption,
 )
 from choiros_infra.redaction import Redactor, scrub
-from choiros_infra.runbook_stamp import stamp, valid_label
 from choiros_infra.stack_target import resolve
 from choiros_infra.targets import TargetChoice
 from choiros_infra.verify import (
     DEFAULT_WORKERS,
     KITCHEN_WORKERS,
-    RUNBOOKS,
     VerifyRun,
     run_checked,
     verdict,
 )
 from choiros_infra.verify_report import (
-    UNMAPPED,
     CheckResult,
     group_by_runbook,
     read_junit,
@@ -115,7 +111,7 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             account_id: str | None = None, junit: Path | None = None,
             report: Path | None = None, workers: int | None = None,
             known_hosts: Path | None = None, extra: tuple[str, ...] = (),
-            stamp_label: str | None = None, paths: tuple[Path, ...] | None = None,
+            paths: tuple[Path, ...] | None = None,
             as_json: Path | None = None, wait: float = 0.0) -> int:
     """Verify one host; print the summary; return the exit code (0, 1, 2). ``access`` without
     an ssh_config gets a generated, multiplexing one for the run (checking the host key
@@ -168,11 +164,6 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
             as_json.write_text(render_json(results, host=access.url, target=target,
                                            stack_file=str(stack_file), seconds=seconds))
             stdout.print(f"json: {as_json}")
-        if stamp_label is not None:
-            passed = [g.runbook for g in group_by_runbook(results)
-                      if g.runbook != UNMAPPED and g.counts.total and not g.counts.failed]
-            for path in stamp(RUNBOOKS, passed, stamp_label, datetime.now(UTC).date()):
-                stdout.print(f"stamped: {path.relative_to(RUNBOOKS)}")
         return EXIT_FAILED if total(results).failed else code
     except UsageProblem as problem:
         return refuse(problem.problem, problem.fix)
@@ -249,10 +240,6 @@ def verify(
         "-n", "--workers", min=0, help=f"Parallel pytest workers (pytest-xdist); 0 runs "
         f"serially. Default: {DEFAULT_WORKERS} for aws, {KITCHEN_WORKERS} for kitchen (the "
         "kitchen host shares this machine's CPUs).", show_default=False)] = None,
-    stamp_runbooks: Annotated[str | None, typer.Option(
-        "--stamp-runbooks", metavar="LABEL", help="Rewrite the `Last verified:` line of every "
-        "runbook whose checks all passed to today's date against LABEL (e.g. kitchen).")]
-        = None,
     pytest_args: Annotated[list[str] | None, typer.Argument(
         help="Extra pytest arguments (after --), e.g. -- -k security.md.",
         show_default=False)] = None,
@@ -269,9 +256,6 @@ def verify(
         if given is not None and not given.is_file():
             raise typer.Exit(refuse(f"{what} {given} is not a readable file",
                                     f"give {what} the path of an existing file"))
-    if stamp_runbooks is not None and not valid_label(stamp_runbooks):
-        raise typer.Exit(refuse(f"--stamp-runbooks {stamp_runbooks!r} is not a short label",
-                                "use letters, digits and . _ : / -, e.g. kitchen"))
     if target is TargetChoice.kitchen and host is None:
         raise typer.Exit(refuse("--target kitchen needs --host",
                                 "use `choiros-infra kitchen verify --name N` for a kitchen "
@@ -286,5 +270,5 @@ def verify(
                              account_id=resolved.account_id if target is TargetChoice.aws
                              else account_id, junit=junit, report=report, workers=workers,
                              known_hosts=known_hosts and known_hosts.resolve(),
-                             extra=tuple(pytest_args or ()), stamp_label=stamp_runbooks,
+                             extra=tuple(pytest_args or ()),
                              as_json=as_json, wait=wait))

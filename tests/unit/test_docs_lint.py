@@ -22,6 +22,7 @@ indexed and link-checked, and its expect block is checked like any other, but th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ import pytest
 from choiros_infra import markdown_doc
 from choiros_infra.expect import RunbookSyntaxError, lint_runbooks, parse_file
 from choiros_infra.rehearse import coverage, read_runbooks
+from choiros_infra.runbook_stamp import PREFIX as LAST_VERIFIED_PREFIX
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +118,7 @@ def test_runbook_has_its_sections_in_order(path: Path) -> None:
 
 @pytest.mark.parametrize("path", STRUCTURED, ids=name)
 def test_runbook_has_one_last_verified_line(path: Path) -> None:
-    lines = [line for _, line in document(path).lines_starting("Last verified:")]
+    lines = [line for _, line in document(path).lines_starting(LAST_VERIFIED_PREFIX)]
     assert len(lines) == 1, f"{name(path)}: expected one 'Last verified:' line, found {lines}"
     assert LAST_VERIFIED.match(lines[0]), (
         f"{name(path)}: {lines[0]!r} is not 'Last verified: never (updated by CI)' or "
@@ -144,11 +146,10 @@ def test_every_rehearsal_marking_holds() -> None:
     assert not errors, "\n".join(errors)
 
 
-def test_rehearsal_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rehearsal_coverage(print_at_end: Callable[[str], None]) -> None:
     cover = coverage(read_runbooks(RUNBOOKS))
-    with capsys.disabled():
-        print(f"\nrunbook rehearsal: {cover}; not rehearsed, and why: "
-              "choiros-infra rehearse --list")
+    print_at_end(f"runbook rehearsal: {cover}; not rehearsed, and why: "
+                 "choiros-infra rehearse --list")
     assert cover.percent >= REHEARSED_FLOOR, (
         f"{cover}, below the floor of {REHEARSED_FLOOR} %: mark the new procedure's steps "
         "(```sh rehearse host|workstation, 50-testing/rehearsal.md)")
