@@ -71,6 +71,12 @@ def test_verify_passes_on_a_fresh_kitchen(host: HostState, tmp_path: Path,
          "--json", str(tmp_path / "checks.json")],
         capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Every host fact of the real suites and runbooks is read ahead: a check that asks the
+    # host itself (a round trip each) shows here.
+    facts = [line for line in (result.stdout + result.stderr).splitlines()
+             if line.startswith("host facts")]
+    assert len(facts) == 1 and " read in one round trip (" in facts[0], facts
+    assert "asked one by one" not in facts[0], facts[0]
     checks = read_junit(junit)
     assert len(checks) >= 150
     assert not failed(checks)
