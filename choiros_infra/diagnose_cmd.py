@@ -7,8 +7,6 @@ See :mod:`choiros_infra.diagnose` for what is collected. ``kitchen diagnose`` ca
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +21,11 @@ from choiros_infra.errors import EXIT_OK, refusals, refuse
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
+    access_from_options,
+    check_access_options,
+    check_files,
     check_reachable,
-    close_shared_connection,
-    parse_host_url,
-    write_ssh_config,
+    open_access,
 )
 from choiros_infra.host_batch import HostSecrets
 from choiros_infra.options import (
@@ -34,6 +33,7 @@ from choiros_infra.options import (
     KeyOption,
     KnownHostsOption,
     OutputsOption,
+    SshConfigOption,
     StackFileOption,
     StackOption,
 )
@@ -62,24 +62,16 @@ def execute(access: HostAccess, out: Path | None, *, known_hosts: Path | None = 
     if out is not None and (problem := unwritable(out)):
         return refuse(problem, "give --out a file path in an existing directory, e.g. "
                       "--out /tmp/diagnose.md")
-    private: Path | None = None
-    if access.ssh_config is None:
-        private = Path(tempfile.mkdtemp(prefix="choiros-diagnose-"))
-        access = HostAccess(url=access.url, ssh_key=None, ssh_config=write_ssh_config(
-            private, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
-        check_reachable(access)
-        generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        names = tuple(variable_of(p) for p in secrets)
-        sections = collect(ssh_runner(access, secrets=HostSecrets(names=names)))
-        text = Redactor(names=frozenset(names))(
-            render_markdown(sections, host=access.destination, generated=generated))
+        with open_access(access, known_hosts) as access:
+            check_reachable(access)
+            generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            names = tuple(variable_of(p) for p in secrets)
+            sections = collect(ssh_runner(access, secrets=HostSecrets(names=names)))
+            text = Redactor(names=frozenset(names))(
+                render_markdown(sections, host=access.destination, generated=generated))
     except UsageProblem as problem:
         return refuse(problem.problem, problem.fix)
-    finally:
-        if private is not None:
-            close_shared_connection(access)
-            shutil.rmtree(private, ignore_errors=True)
     if out is None:
         print(text)
     else:
@@ -111,28 +103,19 @@ def diagnose(
     stack_file: StackFileOption = None,
     outputs: OutputsOption = None,
     ssh_key: KeyOption = None,
-    ssh_config: Annotated[Path | None, typer.Option(
-        "--ssh-config", help="Use this ssh_config as is instead of a generated one.")] = None,
+    ssh_config: SshConfigOption = None,
     known_hosts: KnownHostsOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the Markdown here (default: standard output).")] = None,
 ) -> None:
-    if ssh_config is not None and (ssh_key is not None or known_hosts is not None):
-        raise typer.Exit(refuse("--ssh-config excludes --ssh-key and --known-hosts",
-                                "name the key and known_hosts file in the ssh_config"))
-    for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
-        if given is not None and not given.is_file():
-            raise typer.Exit(refuse(f"{what} {given} is not a readable file",
-                                    f"give {what} the path of an existing file"))
     secrets: tuple[str, ...] = ()
     with refusals():
+        check_access_options(ssh_key=ssh_key, ssh_config=ssh_config, known_hosts=known_hosts)
+        check_files((outputs, "--outputs"))
         if host is None:  # the stack's outputs say where its host is
             found = resolve(stack=stack, stack_file=stack_file, outputs=outputs,
                             need_account=False)
             host, secrets = found.access().url, found.cfg.secrets
-        parse_host_url(host)
-    access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve(),
-                        ssh_config=ssh_config and ssh_config.resolve())
+        access = access_from_options(host, ssh_key=ssh_key, ssh_config=ssh_config)
     raise typer.Exit(execute(access, out, known_hosts=known_hosts and known_hosts.resolve(),
                              secrets=secrets))

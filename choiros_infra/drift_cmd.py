@@ -22,10 +22,12 @@ from choiros_infra.errors import EXIT_UNUSABLE, refuse, report_config
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
+    access_from_options,
+    check_access_options,
+    check_files,
+    check_output_dirs,
     check_reachable,
-    close_shared_connection,
-    parse_host_url,
-    write_ssh_config,
+    open_access,
 )
 from choiros_infra.options import (
     AccountOption,
@@ -81,27 +83,26 @@ def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConf
                junit: Path | None) -> tuple[drift.PartDrift, drift.PartDrift]:
     """One verify run against the host, split into the host and docs parts."""
     workdir = Path(tempfile.mkdtemp(prefix="chd-"))
-    access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-        workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
-        try:
-            check_reachable(access)
-        except UsageProblem as problem:
-            refuse(problem.problem, problem.fix)
-            failed = drift.not_checked_part(f"host unreachable: {problem.problem}", "failed")
-            return failed, drift.not_checked_part("host unreachable", "failed")
-        results_file = junit or workdir / "junit.xml"
-        run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
-                                  junit=results_file)
-        code = subprocess.run(pytest_argv(run), check=False, cwd=PROJECT_ROOT,
-                              stdout=sys.stderr.fileno()).returncode
-        if verdict(code) == EXIT_UNUSABLE or not results_file.exists():
-            why = f"verify could not run the checks (pytest exit {code})"
-            return (drift.not_checked_part(why, "failed"),
-                    drift.not_checked_part(why, "failed"))
-        return drift.split_results(read_junit(results_file))
+        with open_access(access, known_hosts) as access:
+            try:
+                check_reachable(access)
+            except UsageProblem as problem:
+                refuse(problem.problem, problem.fix)
+                failed = drift.not_checked_part(f"host unreachable: {problem.problem}",
+                                                "failed")
+                return failed, drift.not_checked_part("host unreachable", "failed")
+            results_file = junit or workdir / "junit.xml"
+            run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
+                                      junit=results_file)
+            code = subprocess.run(pytest_argv(run), check=False, cwd=PROJECT_ROOT,
+                                  stdout=sys.stderr.fileno()).returncode
+            if verdict(code) == EXIT_UNUSABLE or not results_file.exists():
+                why = f"verify could not run the checks (pytest exit {code})"
+                return (drift.not_checked_part(why, "failed"),
+                        drift.not_checked_part(why, "failed"))
+            return drift.split_results(read_junit(results_file))
     finally:
-        close_shared_connection(access)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -143,16 +144,10 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
               junit: Path | None = None, as_json: bool = False,
               runner: drift.PreviewRunner | None = None, outputs: Path | None = None) -> int:
     """The whole drift check; prints the summary (or JSON); returns the exit code."""
-    for given, what in ((ssh_key, "--ssh-key"), (known_hosts, "--known-hosts"),
-                        (outputs, "--outputs")):
-        if given is not None and not given.is_file():
-            return refuse(f"{what} {given} is not a readable file",
-                          f"give {what} the path of an existing file")
-    for wanted, what in ((junit, "--junit"), (report, "--report")):
-        if wanted is not None and not wanted.parent.is_dir():
-            return refuse(f"{what} {wanted}: directory {wanted.parent} does not exist",
-                          f"create it, or give {what} a path in an existing directory")
     try:
+        check_access_options(ssh_key=ssh_key, known_hosts=known_hosts)
+        check_files((outputs, "--outputs"))
+        check_output_dirs((junit, "--junit"), (report, "--report"))
         stack_file = stack_file_for(stack, stack_file)
         cfg = load_stack_file(stack_file)
         if host is None and (outputs is not None or (
@@ -164,9 +159,10 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
         return refuse(problem.problem, problem.fix)
     except ConfigError as error:
         return report_config(error)
+    access = None
     if host is not None:
         try:
-            parse_host_url(host)
+            access = access_from_options(host, ssh_key=ssh_key, known_hosts=known_hosts)
         except UsageProblem as problem:
             return refuse(problem.problem, problem.fix)
         if target == "aws" and account_id is None:
@@ -175,11 +171,10 @@ def run_drift(*, stack_file: Path | None, stack: str | None, target: str, host: 
                           "--account-id $(aws sts get-caller-identity --query Account "
                           "--output text)")
     cloud = check_cloud(cfg.stack, target, stack_file, runner)
-    if host is None:
+    if access is None:
         host_part = drift.not_checked_part("no --host given")
         docs_part = drift.not_checked_part("no --host given")
     else:
-        access = HostAccess(url=host, ssh_key=ssh_key and ssh_key.resolve())
         host_part, docs_part = check_host(
             access, stack_file, target, cfg, account_id=account_id,
             known_hosts=known_hosts and known_hosts.resolve(),

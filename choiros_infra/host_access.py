@@ -213,6 +213,51 @@ def run_on_host(access: HostAccess, argv: list[str], *, timeout: float = 600.0,
     return code, tail
 
 
+def check_files(*given: tuple[Path | None, str]) -> None:
+    """Each ``(path, flag)`` given names an existing file; UsageProblem for the first that
+    does not, before anything is done."""
+    for path, flag in given:
+        if path is not None and not path.is_file():
+            raise UsageProblem(f"{flag} {path} is not a readable file",
+                               f"give {flag} the path of an existing file")
+
+
+def check_output_dirs(*wanted: tuple[Path | None, str]) -> None:
+    """Each ``(path, flag)`` an output is to be written to is in an existing directory;
+    UsageProblem for the first that is not, before anything is done."""
+    for path, flag in wanted:
+        if path is not None and not path.parent.is_dir():
+            raise UsageProblem(f"{flag} {path}: directory {path.parent} does not exist",
+                               f"create it, or give {flag} a path in an existing directory")
+
+
+def check_access_options(*, ssh_key: Path | None = None, ssh_config: Path | None = None,
+                         known_hosts: Path | None = None) -> None:
+    """How the command line says to reach the host holds together: ``--ssh-config`` (used as
+    is) excludes ``--ssh-key`` and ``--known-hosts``, and every file given exists. UsageProblem
+    otherwise, before anything is done; the same words for every command."""
+    if ssh_key is not None and ssh_config is not None:
+        raise UsageProblem("--ssh-key and --ssh-config exclude each other",
+                           "give the key, or an ssh_config that names it")
+    if known_hosts is not None and ssh_config is not None:
+        raise UsageProblem("--known-hosts and --ssh-config exclude each other",
+                           "name the known_hosts file in the ssh_config (UserKnownHostsFile)")
+    check_files((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
+                (known_hosts, "--known-hosts"))
+
+
+def access_from_options(url: str, *, ssh_key: Path | None = None,
+                        ssh_config: Path | None = None,
+                        known_hosts: Path | None = None) -> HostAccess:
+    """The host access the command line gives: the host's URL (``--host``, or the stack
+    outputs') with ``--ssh-key`` or an ``--ssh-config`` used as is. ``--known-hosts`` is
+    checked here and goes to :func:`open_access`."""
+    check_access_options(ssh_key=ssh_key, ssh_config=ssh_config, known_hosts=known_hosts)
+    parse_host_url(url)
+    return HostAccess(url=url, ssh_key=ssh_key and ssh_key.resolve(),
+                      ssh_config=ssh_config and ssh_config.resolve())
+
+
 @contextlib.contextmanager
 def open_access(access: HostAccess, known_hosts: Path | None = None) -> Iterator[HostAccess]:
     """``access`` ready for many commands over one connection: without an ssh_config of its

@@ -37,6 +37,7 @@ from choiros_infra.kitchen_stack import (
     replace_host,
     stack_up,
 )
+from choiros_infra.options import KitchenNameOption as NameOption
 from choiros_infra.stack_target import StackTarget, kitchen_target
 from choiros_infra.verify import KITCHEN_WORKERS
 from choiros_infra.verify_cmd import execute
@@ -62,8 +63,6 @@ kitchen_app = typer.Typer(
 )
 
 T = TypeVar("T")
-
-NameOption = Annotated[str, typer.Option("--name", help="Kitchen host name.")]
 
 
 def _prerequisites() -> None:

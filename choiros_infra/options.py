@@ -26,6 +26,10 @@ HostOption = Annotated[str | None, typer.Option(
 KeyOption = Annotated[Path | None, typer.Option(
     "--ssh-key", help="Private key to log in with (the only one offered).",
     show_default=False)]
+SshConfigOption = Annotated[Path | None, typer.Option(
+    "--ssh-config", help="Use this ssh_config as is instead of a generated one: it names the "
+    "key and the known_hosts file (and, for one connection shared by every command, "
+    "ControlMaster/ControlPath/ControlPersist).", show_default=False)]
 KnownHostsOption = Annotated[Path | None, typer.Option(
     "--known-hosts", help="Check the host key against this file only, strictly.",
     show_default=False)]
@@ -34,3 +38,4 @@ AccountOption = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
+KitchenNameOption = Annotated[str, typer.Option("--name", help="Kitchen host name.")]

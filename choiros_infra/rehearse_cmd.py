@@ -21,6 +21,7 @@ from choiros_infra import verify_cmd
 from choiros_infra.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, fail, refusals
 from choiros_infra.host_access import UsageProblem, run_on_host
 from choiros_infra.kitchen_stack import test_secret_value
+from choiros_infra.options import KitchenNameOption
 from choiros_infra.redaction import Redactor
 from choiros_infra.rehearse import Runbook, coverage, read_runbooks
 from choiros_infra.rehearse_run import Rehearsal, RehearsalHost
@@ -55,7 +56,7 @@ def rehearse(
     runbooks: Annotated[list[Path] | None, typer.Argument(
         help="Runbooks to rehearse (default: every runbook under docs/runbooks).",
         show_default=False)] = None,
-    name: Annotated[str, typer.Option("--name", help="Kitchen host name.")] = "default",
+    name: KitchenNameOption = "default",
     list_only: Annotated[bool, typer.Option(
         "--list", help="List the procedures, whether each is rehearsed and if not why; "
         "no host needed.")] = False,

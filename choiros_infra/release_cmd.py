@@ -18,7 +18,13 @@ from rich.markup import escape
 
 from choiros_infra import release_flow
 from choiros_infra.errors import fail, refusals
-from choiros_infra.host_access import HostAccess, open_access
+from choiros_infra.host_access import (
+    HostAccess,
+    access_from_options,
+    check_access_options,
+    check_files,
+    open_access,
+)
 from choiros_infra.options import (
     AccountOption,
     HostOption,
@@ -64,24 +70,18 @@ def app_checks(stack: StackTarget, access: HostAccess) -> int:
                    paths=release_flow.APP_CHECKS)
 
 
-def _checked_file(given: Path | None, what: str) -> Path | None:
-    if given is not None and not given.is_file():
-        fail(f"{what} {given} is not a readable file",
-             f"give {what} the path of an existing file")
-    return given
-
-
 def stack_and_access(*, stack: str | None, stack_file: Path | None, target: TargetChoice,
                      outputs: Path | None, host_url: str | None, ssh_key: Path | None,
-                     account_id: str | None) -> tuple[StackTarget, HostAccess]:
-    _checked_file(ssh_key, "--ssh-key")
-    _checked_file(outputs, "--outputs")
+                     account_id: str | None,
+                     known_hosts: Path | None = None) -> tuple[StackTarget, HostAccess]:
+    check_access_options(ssh_key=ssh_key, known_hosts=known_hosts)
+    check_files((outputs, "--outputs"))
     if target is TargetChoice.kitchen and host_url is None:
         fail("--target kitchen needs the host", "use `choiros-infra kitchen deploy|rollback "
              "--name N`, or give --host ssh://admin@10.213.N.2 and its --ssh-key")
     resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                        host=host_url, account_id=account_id)
-    return resolved, resolved.access(ssh_key and ssh_key.resolve())
+    return resolved, access_from_options(resolved.access().url, ssh_key=ssh_key)
 
 
 def _finish(code: int) -> NoReturn:
@@ -172,8 +172,9 @@ def deploy(
     with refusals():
         resolved, access = stack_and_access(stack=stack, stack_file=stack_file, target=target,
                                             outputs=outputs, host_url=host_url,
-                                            ssh_key=ssh_key, account_id=account_id)
-        with open_access(access, _checked_file(known_hosts, "--known-hosts")) as session:
+                                            ssh_key=ssh_key, account_id=account_id,
+                                            known_hosts=known_hosts)
+        with open_access(access, known_hosts) as session:
             code = release_flow.deploy(resolved, session, version, check=app_checks, say=say)
     _finish(code)
 
@@ -193,8 +194,9 @@ def rollback(
     with refusals():
         resolved, access = stack_and_access(stack=stack, stack_file=stack_file, target=target,
                                             outputs=outputs, host_url=host_url,
-                                            ssh_key=ssh_key, account_id=account_id)
-        with open_access(access, _checked_file(known_hosts, "--known-hosts")) as session:
+                                            ssh_key=ssh_key, account_id=account_id,
+                                            known_hosts=known_hosts)
+        with open_access(access, known_hosts) as session:
             code = release_flow.rollback(resolved, session, check=app_checks, say=say)
     _finish(code)
 
@@ -229,12 +231,14 @@ def promote(
     with refusals():
         staging, staging_access = stack_and_access(
             stack=from_stack, stack_file=None, target=target, outputs=from_outputs,
-            host_url=from_host, ssh_key=ssh_key, account_id=account_id)
+            host_url=from_host, ssh_key=ssh_key, account_id=account_id,
+            known_hosts=known_hosts)
         production, production_access = stack_and_access(
             stack=to_stack, stack_file=None, target=target, outputs=to_outputs,
-            host_url=to_host, ssh_key=ssh_key, account_id=account_id)
+            host_url=to_host, ssh_key=ssh_key, account_id=account_id,
+            known_hosts=known_hosts)
         _run_promote(version, staging, staging_access, production, production_access,
-                     _checked_file(known_hosts, "--known-hosts"))
+                     known_hosts)
 
 
 def _run_promote(version: str, staging: StackTarget, staging_access: HostAccess,

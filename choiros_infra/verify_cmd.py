@@ -24,10 +24,13 @@ from choiros_infra.errors import EXIT_FAILED, EXIT_UNUSABLE, refusals, refuse, r
 from choiros_infra.host_access import (
     HostAccess,
     UsageProblem,
+    access_from_options,
+    check_access_options,
+    check_files,
+    check_output_dirs,
     check_reachable,
-    close_shared_connection,
+    open_access,
     run_on_host,
-    write_ssh_config,
 )
 from choiros_infra.options import (
     AccountOption,
@@ -35,6 +38,7 @@ from choiros_infra.options import (
     KeyOption,
     KnownHostsOption,
     OutputsOption,
+    SshConfigOption,
     StackFileOption,
     StackOption,
     TargetOption,
@@ -120,58 +124,53 @@ def execute(access: HostAccess, stack_file: Path, target: str, *,
     cfg = _load(stack_file)
     if cfg is None:
         return EXIT_UNUSABLE
-    for wanted, what in ((junit, "--junit"), (report, "--report"), (as_json, "--json")):
-        if wanted is not None and not wanted.parent.is_dir():
-            return refuse(f"{what} {wanted}: directory {wanted.parent} does not exist",
-                          f"create it, or give {what} a path in an existing directory")
-    workdir = Path(tempfile.mkdtemp(prefix="chv-"))  # short: it may hold the control socket
-    generated = access.ssh_config is None
-    if generated:
-        access = HostAccess(url=access.url, ssh_config=write_ssh_config(
-            workdir, ssh_key=access.ssh_key, known_hosts=known_hosts, address=access.address))
     try:
-        started = time.monotonic()
-        deadline = started + wait
-        results_file = junit or workdir / "junit.xml"
-        run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
-                                  workers=workers, junit=results_file, extra=extra)
-        if paths is not None:
-            run = replace(run, paths=paths)
-        while True:
-            code = verdict(run_checked(run, lambda: wait_for_host(access, deadline)))
-            if code != EXIT_FAILED or time.monotonic() + RETRY_PAUSE >= deadline:
-                break
-            left = deadline - time.monotonic()
-            stderr.print(f"waiting: checks failed; again in {RETRY_PAUSE:g} s ({left:.0f} s "
-                         "left of --wait)")
-            time.sleep(RETRY_PAUSE)
-        seconds = time.monotonic() - started
-        if code == EXIT_UNUSABLE or not results_file.exists():
-            return refuse("pytest could not run the checks (its output above says why)",
-                          "run again with -- --collect-only to see what was collected")
-        # The run's reports are masked already (verify_batch); the rows are masked again here,
-        # so that no report written from them can hold a secret assignment.
-        results = scrub(read_junit(results_file), Redactor.for_parameters(cfg.secrets))
-        summarize(results)
-        stdout.print(f"{len(results)} checks in {seconds:.1f} s against {access.url}")
-        if report is not None:
-            report.write_text(render_markdown(results, host=access.url, target=target,
-                                              stack_file=str(stack_file), seconds=seconds))
-            stdout.print(f"report: {report}")
-        if junit is not None:
-            stdout.print(f"junit: {junit}")
-        if as_json is not None:
-            as_json.write_text(render_json(results, host=access.url, target=target,
-                                           stack_file=str(stack_file), seconds=seconds))
-            stdout.print(f"json: {as_json}")
-        return EXIT_FAILED if total(results).failed else code
+        check_output_dirs((junit, "--junit"), (report, "--report"), (as_json, "--json"))
+    except UsageProblem as problem:
+        return refuse(problem.problem, problem.fix)
+    workdir = Path(tempfile.mkdtemp(prefix="chv-"))
+    try:
+        with open_access(access, known_hosts) as access:
+            started = time.monotonic()
+            deadline = started + wait
+            results_file = junit or workdir / "junit.xml"
+            run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
+                                      workers=workers, junit=results_file, extra=extra)
+            if paths is not None:
+                run = replace(run, paths=paths)
+            while True:
+                code = verdict(run_checked(run, lambda: wait_for_host(access, deadline)))
+                if code != EXIT_FAILED or time.monotonic() + RETRY_PAUSE >= deadline:
+                    break
+                left = deadline - time.monotonic()
+                stderr.print(f"waiting: checks failed; again in {RETRY_PAUSE:g} s ({left:.0f} s "
+                             "left of --wait)")
+                time.sleep(RETRY_PAUSE)
+            seconds = time.monotonic() - started
+            if code == EXIT_UNUSABLE or not results_file.exists():
+                return refuse("pytest could not run the checks (its output above says why)",
+                              "run again with -- --collect-only to see what was collected")
+            # The run's reports are masked already (verify_batch); the rows are masked again here,
+            # so that no report written from them can hold a secret assignment.
+            results = scrub(read_junit(results_file), Redactor.for_parameters(cfg.secrets))
+            summarize(results)
+            stdout.print(f"{len(results)} checks in {seconds:.1f} s against {access.url}")
+            if report is not None:
+                report.write_text(render_markdown(results, host=access.url, target=target,
+                                                  stack_file=str(stack_file), seconds=seconds))
+                stdout.print(f"report: {report}")
+            if junit is not None:
+                stdout.print(f"junit: {junit}")
+            if as_json is not None:
+                as_json.write_text(render_json(results, host=access.url, target=target,
+                                               stack_file=str(stack_file), seconds=seconds))
+                stdout.print(f"json: {as_json}")
+            return EXIT_FAILED if total(results).failed else code
     except UsageProblem as problem:
         return refuse(problem.problem, problem.fix)
     except KeyboardInterrupt:
         return refuse("interrupted; no verdict", "run the verify again")
     finally:
-        if generated:
-            close_shared_connection(access)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -218,10 +217,7 @@ def verify(
     target: TargetOption = TargetChoice.aws,
     outputs: OutputsOption = None,
     ssh_key: KeyOption = None,
-    ssh_config: Annotated[Path | None, typer.Option(
-        "--ssh-config", help="Use this ssh_config as is instead of a generated one (give it "
-        "ControlMaster/ControlPath/ControlPersist, or each check opens a new connection).")]
-        = None,
+    ssh_config: SshConfigOption = None,
     known_hosts: KnownHostsOption = None,
     account_id: AccountOption = None,
     junit: Annotated[Path | None, typer.Option(
@@ -244,28 +240,16 @@ def verify(
         help="Extra pytest arguments (after --), e.g. -- -k security.md.",
         show_default=False)] = None,
 ) -> None:
-    if ssh_key is not None and ssh_config is not None:
-        raise typer.Exit(refuse("--ssh-key and --ssh-config exclude each other",
-                                "give the key, or an ssh_config that names it"))
-    if known_hosts is not None and ssh_config is not None:
-        raise typer.Exit(refuse("--known-hosts and --ssh-config exclude each other",
-                                "name the known_hosts file in the ssh_config "
-                                "(UserKnownHostsFile)"))
-    for given, what in ((ssh_key, "--ssh-key"), (ssh_config, "--ssh-config"),
-                        (known_hosts, "--known-hosts"), (outputs, "--outputs")):
-        if given is not None and not given.is_file():
-            raise typer.Exit(refuse(f"{what} {given} is not a readable file",
-                                    f"give {what} the path of an existing file"))
-    if target is TargetChoice.kitchen and host is None:
-        raise typer.Exit(refuse("--target kitchen needs --host",
-                                "use `choiros-infra kitchen verify --name N` for a kitchen "
-                                "host"))
     with refusals():
+        check_access_options(ssh_key=ssh_key, ssh_config=ssh_config, known_hosts=known_hosts)
+        check_files((outputs, "--outputs"))
+        if target is TargetChoice.kitchen and host is None:
+            raise UsageProblem("--target kitchen needs --host",
+                               "use `choiros-infra kitchen verify --name N` for a kitchen host")
         resolved = resolve(stack=stack, stack_file=stack_file, target=target, outputs=outputs,
                            host=host, account_id=account_id)
-        access = resolved.access(ssh_key and ssh_key.resolve())
-    if ssh_config is not None:
-        access = HostAccess(url=access.url, ssh_config=ssh_config.resolve())
+        access = access_from_options(resolved.access().url, ssh_key=ssh_key,
+                                     ssh_config=ssh_config)
     raise typer.Exit(execute(access, resolved.stack_file, target.value,
                              account_id=resolved.account_id if target is TargetChoice.aws
                              else account_id, junit=junit, report=report, workers=workers,
