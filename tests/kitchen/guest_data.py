@@ -11,9 +11,10 @@ import os
 import sqlite3
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from guest_kit import wait_until
 
 from choiros_infra.targets import KITCHEN_ACCOUNT
 from infra.config import StackConfig
@@ -43,15 +44,19 @@ def replica_state(cfg: StackConfig) -> tuple[str, int] | None:
 
 
 def wait_for_replica(cfg: StackConfig, rows: int, timeout: float) -> float:
-    """Seconds until the replica is sound and holds ``rows`` events (fails after ``timeout``)."""
-    started = time.monotonic()
-    seen = None
-    while time.monotonic() - started < timeout:
-        seen = replica_state(cfg)
-        if seen == ("ok", rows):
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"the replica is {seen}, not ('ok', {rows}), after {timeout}s")
+    """Seconds until the replica is sound and holds ``rows`` events (fails after ``timeout``,
+    saying what the replica held last)."""
+    last: list[tuple[str, int] | None] = [None]
+
+    def sound() -> bool:
+        last[0] = replica_state(cfg)
+        return last[0] == ("ok", rows)
+
+    try:
+        return wait_until("the replica", sound, timeout)
+    except AssertionError:
+        raise AssertionError(f"the replica is {last[0]}, not ('ok', {rows}), after "
+                             f"{timeout}s") from None
 
 
 # The app answering directly and through Caddy (the kitchen's Caddy serves 127.0.0.1 too; with
@@ -65,11 +70,9 @@ def _start_and_wait_healthy(name: str, units: tuple[str, ...], timeout: float = 
     listening one), fail after ``timeout``."""
     started = lifecycle.exec_in(name, ["systemctl", "start", *units], timeout=120)
     assert started.returncode == 0, started.stderr
-    deadline = time.monotonic() + timeout
-    while lifecycle.exec_in(name, ["sh", "-c", HEALTHY], timeout=30).returncode != 0:
-        assert time.monotonic() < deadline, f"{name}: not healthy {timeout:g}s after starting " \
-            f"{' '.join(units)}"
-        time.sleep(0.5)
+    wait_until(f"{name} healthy after starting {' '.join(units)}",
+               lambda: lifecycle.exec_in(name, ["sh", "-c", HEALTHY], timeout=30).returncode
+               == 0, timeout, interval=0.5)
 
 
 def _in_guest(name: str, script: str, *args: str) -> None:

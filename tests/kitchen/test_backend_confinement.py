@@ -17,13 +17,12 @@ Runbook: 30-operations/04-security.md#the-backends-box
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from guest_kit import host_name
+from guest_kit import host_name, wait_until
 
 from choiros_infra.kitchen_stack import instance_role_name, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
@@ -114,10 +113,8 @@ def test_root_and_the_other_app_user_services_get_the_instance_role(host: HostSt
         issued = role_credentials(host, *prefix)
         assert issued["Code"] == "Success" and issued["AccessKeyId"].startswith("ASIA"), issued
         assert issued["role"] == instance_role_name(load_stack_file(Path(host.stack_file)))
-    deadline = time.monotonic() + DEADLINE
-    while curl_status(host, STANDIN_URL) != "200" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert curl_status(host, STANDIN_URL) == "200", f"root cannot reach {IPV6_METADATA}"
+    wait_until(f"root reaching {IPV6_METADATA}",
+               lambda: curl_status(host, STANDIN_URL) == "200", DEADLINE)
     assert curl_status(host, STANDIN_URL, *AS_APP_USER) == "200", IPV6_METADATA
 
 

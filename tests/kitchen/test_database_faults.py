@@ -8,6 +8,7 @@ Litestream (restored into a temporary file), never through the host under test.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from guest_data import replica_state, small_filesystem, wait_for_replica
-from guest_kit import api, guest
+from guest_kit import api, guest, wait_until
 
 from choiros_infra.kitchen_stack import replace_host, stack_up
 from choiros_infra.targets import KITCHEN_ACCOUNT
@@ -260,15 +261,15 @@ def test_a_full_data_filesystem_fails_writes_and_keeps_the_replica_sound(
 
 
 def _fill_the_small_data_filesystem(host: HostState, cfg: StackConfig) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            base = count(host)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    counted: list[int] = []
+
+    def counts() -> bool:
+        with contextlib.suppress(OSError):  # the app may not answer yet on the new filesystem
+            counted.append(count(host))
+        return bool(counted)
+
+    wait_until("the app counting its events", counts, 60, interval=1)
+    base = counted[0]
     for n in range(3):
         api(host, "POST", "/api/events", {"n": n, "test": "on the small filesystem"})
     base += 3
