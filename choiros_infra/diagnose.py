@@ -28,6 +28,13 @@ from choiros_infra.host_batch import (
     program_argv,
 )
 from choiros_infra.markdown_doc import github_anchor
+from provisioning.spec import (
+    FRESHNESS_UNIT,
+    HEALTHCHECK_UNIT,
+    REQUIRED_UNITS,
+    RESTORE_UNIT,
+    SECRETS_UNIT,
+)
 
 COMMAND_TIMEOUT = 30.0
 LOG_LINES = 50
@@ -69,10 +76,9 @@ def _journal(unit: str, lines: int = LOG_LINES) -> Probe:
                   "short-iso"))
 
 
-SERVICES = ("choiros-backend.service", "caddy.service", "choiros-litestream.service",
-            "fail2ban.service", "ssh.service", "choiros-secrets.service",
-            "choiros-restore-at-boot.service", "choiros-healthcheck.service",
-            "choiros-backup-freshness.service")
+# The units the host must run (the host contract's), then the one-shot ones that bring it up
+# and watch it.
+SERVICES = (*REQUIRED_UNITS, SECRETS_UNIT, RESTORE_UNIT, HEALTHCHECK_UNIT, FRESHNESS_UNIT)
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("Health", "/health directly at the backend and through Caddy (https with TLS "
