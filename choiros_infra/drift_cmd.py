@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,7 +39,7 @@ from choiros_infra.options import (
 from choiros_infra.redaction import Redactor, scrub
 from choiros_infra.stack_target import resolve, stack_file_for
 from choiros_infra.targets import TargetChoice
-from choiros_infra.verify import PROJECT_ROOT, VerifyRun, pytest_argv, verdict
+from choiros_infra.verify import PROJECT_ROOT, VerifyRun, run_checked, verdict
 from choiros_infra.verify_report import read_junit
 from infra.config import ConfigError, StackConfig, load_stack_file
 
@@ -85,18 +84,17 @@ def check_host(access: HostAccess, stack_file: Path, target: str, cfg: StackConf
     workdir = Path(tempfile.mkdtemp(prefix="chd-"))
     try:
         with open_access(access, known_hosts) as access:
+            results_file = junit or workdir / "junit.xml"
+            run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
+                                      junit=results_file)
             try:
-                check_reachable(access)
+                code = run_checked(run, lambda: check_reachable(access),
+                                   stdout=sys.stderr.fileno())
             except UsageProblem as problem:
                 refuse(problem.problem, problem.fix)
                 failed = drift.not_checked_part(f"host unreachable: {problem.problem}",
                                                 "failed")
                 return failed, drift.not_checked_part("host unreachable", "failed")
-            results_file = junit or workdir / "junit.xml"
-            run = VerifyRun.for_stack(access, stack_file, target, cfg, account_id=account_id,
-                                      junit=results_file)
-            code = subprocess.run(pytest_argv(run), check=False, cwd=PROJECT_ROOT,
-                                  stdout=sys.stderr.fileno()).returncode
             if verdict(code) == EXIT_UNUSABLE or not results_file.exists():
                 why = f"verify could not run the checks (pytest exit {code})"
                 return (drift.not_checked_part(why, "failed"),
